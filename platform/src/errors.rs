@@ -1,0 +1,134 @@
+//! Building gRPC statuses the same way in every service: field violations for bad
+//! input, a stable reason for domain errors, and internal errors that are logged
+//! once with their cause chain and reach the client as "internal error" only.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The error domain in `google.rpc.ErrorInfo`, so clients can tell our reasons apart.
+pub const ERROR_DOMAIN: &str = "shopmesh";
+
+/// Collects field violations; turns into one INVALID_ARGUMENT naming every bad field.
+#[derive(Debug, Default)]
+pub struct FieldViolations {
+    violations: Vec<(String, String)>,
+}
+
+impl FieldViolations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `field` (the proto field path, e.g. `price.amount_minor`) is wrong.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.violations.push((field.into(), description.into()));
+    }
+
+    /// Records a violation when `ok` is false.
+    pub fn check(&mut self, ok: bool, field: &str, description: &str) {
+        if !ok {
+            self.add(field, description);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// `Ok(())` when nothing was recorded, else the INVALID_ARGUMENT status.
+    pub fn into_result(self) -> Result<(), Status> {
+        if self.violations.is_empty() {
+            return Ok(());
+        }
+        let mut details = ErrorDetails::new();
+        let mut fields = Vec::with_capacity(self.violations.len());
+        for (field, description) in self.violations {
+            fields.push(field.clone());
+            details.add_bad_request_violation(field, description);
+        }
+        Err(Status::with_error_details(
+            Code::InvalidArgument,
+            format!("invalid {}", fields.join(", ")),
+            details,
+        ))
+    }
+}
+
+/// A single bad field.
+pub fn invalid_field(field: &str, description: &str) -> Status {
+    let mut violations = FieldViolations::new();
+    violations.add(field, description);
+    match violations.into_result() {
+        Err(status) => status,
+        Ok(()) => Status::invalid_argument(description.to_owned()),
+    }
+}
+
+/// A domain error with a stable machine-readable `reason` (UPPER_SNAKE_CASE),
+/// carried as `google.rpc.ErrorInfo` so the gateway can expose it as `code`.
+pub fn domain_error(code: Code, reason: &str, message: impl Into<String>) -> Status {
+    let details =
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::new());
+    Status::with_error_details(code, message, details)
+}
+
+/// NOT_FOUND for a resource, e.g. `not_found("product", id)`.
+pub fn not_found(resource: &str, id: &str) -> Status {
+    domain_error(
+        Code::NotFound,
+        &format!("{}_NOT_FOUND", resource.to_ascii_uppercase()),
+        format!("{resource} {id} not found"),
+    )
+}
+
+/// Logs `err` once with its cause chain and returns an opaque INTERNAL status.
+pub fn internal(err: impl Into<anyhow::Error>) -> Status {
+    let err = err.into();
+    tracing::error!(error = format!("{err:#}"), "internal error");
+    Status::internal("internal error")
+}
+
+/// Parses a UUID field, naming the field when it is not one.
+pub fn parse_uuid(field: &str, value: &str) -> Result<uuid::Uuid, Status> {
+    uuid::Uuid::parse_str(value).map_err(|_| invalid_field(field, "must be a UUID"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_name_every_field() {
+        let mut v = FieldViolations::new();
+        v.add("page_size", "must not be negative");
+        v.check(false, "page_token", "is malformed");
+        v.check(true, "ignored", "never added");
+        let status = v.into_result().unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let fields: Vec<_> = details
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .iter()
+            .map(|f| f.field.clone())
+            .collect();
+        assert_eq!(fields, ["page_size", "page_token"]);
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let status = internal(anyhow::anyhow!("password=hunter2 in a connection string"));
+        assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn not_found_carries_a_stable_reason() {
+        let status = not_found("product", "42");
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(
+            status.get_error_details().error_info().unwrap().reason,
+            "PRODUCT_NOT_FOUND"
+        );
+    }
+}

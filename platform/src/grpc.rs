@@ -1,0 +1,193 @@
+//! Hosting a tonic service the shopmesh way: health, reflection (v1 and v1alpha),
+//! request ids, tracing, metrics, and a bounded drain on shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::{Routes, RoutesBuilder};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::metrics::GrpcMetricsLayer;
+
+/// The message tonic's generated default stubs answer with.
+const TONIC_STUB_MESSAGE: &str = "Not yet implemented";
+
+/// A bound gRPC server waiting for its services.
+pub struct GrpcServer {
+    listener: TcpListener,
+    routes: RoutesBuilder,
+    health: HealthReporter,
+    names: Vec<&'static str>,
+    drain: Duration,
+    pending_note: Option<&'static str>,
+}
+
+impl GrpcServer {
+    /// Binds `addr` (port 0 picks a free port, for tests).
+    pub async fn bind(addr: SocketAddr, drain: Duration) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let mut routes = RoutesBuilder::default();
+        routes.add_service(health_service);
+        Ok(Self {
+            listener,
+            routes,
+            health,
+            names: Vec::new(),
+            drain,
+            pending_note: None,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Adds an API service; it reports SERVING once [`serve`](Self::serve) starts.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(service);
+        self
+    }
+
+    /// Explains what "not implemented yet" means for this service's default stubs,
+    /// e.g. "it arrives with the identity issue (#3)".
+    pub fn pending_note(mut self, note: &'static str) -> Self {
+        self.pending_note = Some(note);
+        self
+    }
+
+    /// Serves until `shutdown` resolves, then turns health NOT_SERVING, stops
+    /// accepting, and lets in-flight calls finish for at most the drain period.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            mut routes,
+            health,
+            names,
+            drain,
+            pending_note,
+        } = self;
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(shopmesh_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(shopmesh_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        routes
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+        let routes: Routes = routes.routes();
+
+        for name in &names {
+            health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
+        }
+        health.set_service_status("", ServingStatus::Serving).await;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, services = ?names, "gRPC server listening");
+
+        let layers = tower::ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(TraceLayer::new_for_grpc().make_span_with(call_span))
+            .layer(GrpcMetricsLayer)
+            .map_response(move |response: Response<Body>| explain_pending(response, pending_note));
+
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .layer(layers)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stop_rx.await;
+            });
+        tokio::pin!(server);
+
+        tokio::select! {
+            result = &mut server => return result.map_err(Into::into),
+            () = shutdown => {}
+        }
+
+        for name in &names {
+            health
+                .set_service_status(*name, ServingStatus::NotServing)
+                .await;
+        }
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        tracing::info!(drain_seconds = drain.as_secs(), "draining in-flight calls");
+        let _ = stop_tx.send(());
+        match tokio::time::timeout(drain, server).await {
+            Ok(result) => result.map_err(Into::into),
+            Err(_) => {
+                tracing::warn!("drain period over, closing remaining calls");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One span per call, carrying the request id and the W3C trace id so every log
+/// line of the call can be joined with the gateway's.
+fn call_span<B>(request: &Request<B>) -> Span {
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let request_id = header("x-request-id").unwrap_or_default();
+    let trace_id = header("traceparent")
+        .and_then(|tp| tp.split('-').nth(1))
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "grpc",
+        rpc = %request.uri().path(),
+        request_id = %request_id,
+        trace_id = %trace_id,
+    );
+    crate::tracing_context::attach_remote_parent(&span, request.headers());
+    span
+}
+
+/// Replaces tonic's generic "Not yet implemented" with this service's note, so a
+/// caller learns which issue brings the method.
+fn explain_pending(mut response: Response<Body>, note: Option<&'static str>) -> Response<Body> {
+    let Some(note) = note else { return response };
+    let headers = response.headers_mut();
+    let is_stub = headers.get("grpc-status").is_some_and(|v| v == "12")
+        && headers.get("grpc-message").is_some_and(|v| {
+            v.to_str()
+                .is_ok_and(|m| m.replace("%20", " ") == TONIC_STUB_MESSAGE)
+        });
+    if is_stub {
+        let message = format!("not implemented yet: {note}");
+        if let Ok(value) = HeaderValue::from_str(&message) {
+            headers.insert("grpc-message", value);
+        }
+    }
+    response
+}

@@ -1,0 +1,19 @@
+//! The runtime kit every shopmesh binary uses, so that no service repeats it:
+//! settings, telemetry, metrics, gRPC hosting, PostgreSQL, Redis, status
+//! building and paging.
+
+pub mod app;
+pub mod db;
+pub mod errors;
+pub mod grpc;
+pub mod metrics;
+pub mod paging;
+pub mod redis;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+pub mod testing;
+pub mod tracing_context;
+
+pub use app::{Context, ServiceSpec};
+pub use grpc::GrpcServer;

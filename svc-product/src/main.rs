@@ -1,0 +1,8 @@
+//! svc-product: the catalog gRPC service (products, categories, search).
+//! Run it with `DATABASE_URL=postgres://postgres@127.0.0.1:5432/shop_product cargo run -p svc-product`,
+//! or the whole platform with `make run`.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    shopmesh_platform::app::main(&svc_product::SPEC, svc_product::build).await
+}
