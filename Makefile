@@ -20,7 +20,7 @@ lint: ## fmt check, buf lint, shellcheck, clippy -D warnings
 	@scripts/test.sh lint
 
 bench: ## benchmarks (scripts/bench.sh)
-	@if [[ -f scripts/bench.sh ]]; then bash scripts/bench.sh; else echo "no benchmarks yet (scripts/bench.sh)"; fi
+	@bash scripts/bench.sh
 
 stop: ## stop what make run/test left running under .work (private PostgreSQL, Redis, tansu, services)
 	@scripts/infra.sh stop

@@ -73,16 +73,18 @@ fn operation(route: &Route, schemas: &mut SchemaSet) -> Json {
                 if matches!(field.kind(), Kind::Message(ref m) if !is_string_wkt(m)) {
                     continue;
                 }
-                let mut schema = schemas.field(&field);
-                let style = if field.is_list() {
-                    json!({"explode": true})
-                } else {
-                    json!({})
-                };
-                if let (Json::Object(s), Json::Object(extra)) = (&mut schema, style) {
-                    s.extend(extra);
+                let mut parameter = json!({
+                    "name": field.name(),
+                    "in": "query",
+                    "required": false,
+                    "schema": schemas.field(&field),
+                });
+                if field.is_list() {
+                    // `?ids=a&ids=b`
+                    parameter["style"] = json!("form");
+                    parameter["explode"] = json!(true);
                 }
-                parameters.push(json!({"name": field.name(), "in": "query", "required": false, "schema": schema}));
+                parameters.push(parameter);
             }
         }
         BodyTarget::Whole => {

@@ -92,14 +92,8 @@ impl GrpcServer {
             pending_note,
         } = self;
 
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(shopmesh_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(shopmesh_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
+        let reflection_v1 = reflection(&names).build_v1()?;
+        let reflection_v1alpha = reflection(&names).build_v1alpha()?;
         routes
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
@@ -153,6 +147,22 @@ impl GrpcServer {
             }
         }
     }
+}
+
+/// Reflection over the whole contract set, advertising only what this server
+/// really serves (so `grpcurl list` on svc-auth does not offer ProductService).
+fn reflection(names: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
+    let served = names.iter().copied().chain([
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]);
+    served.fold(
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(shopmesh_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+        |builder, name| builder.with_service_name(name),
+    )
 }
 
 /// One span per call, carrying the request id and the W3C trace id so every log
