@@ -132,6 +132,14 @@ db_url() {
   printf '%s://%s/%s%s\n' "${base%%://*}" "${rest%%/*}" "$1" "$query"
 }
 
+# Every process knows where every service is (they call each other) and shares
+# the credential for INTERNAL methods, fresh for each run unless given.
+INTERNAL_SERVICE_TOKEN=${INTERNAL_SERVICE_TOKEN:-$(head -c 24 /dev/urandom | base64 | tr -d '/+=')}
+service_urls=()
+for i in "${!SERVICES[@]}"; do
+  service_urls+=("${SERVICES[$i]^^}_GRPC_URL=http://127.0.0.1:$(grpc_port "$i")")
+done
+
 step "starting ${#SERVICES[@]} services from ${BIN_DIR#"$SHOPMESH_ROOT/"}/ (logs in $LOGS_SHOWN/)"
 for i in "${!SERVICES[@]}"; do
   s=${SERVICES[$i]}
@@ -141,6 +149,8 @@ for i in "${!SERVICES[@]}"; do
     METRICS_ADDR="127.0.0.1:$(metrics_port "$i")" \
     REDIS_URL="$REDIS_URL" \
     KAFKA_BROKERS="$KAFKA_BROKERS" \
+    INTERNAL_SERVICE_TOKEN="$INTERNAL_SERVICE_TOKEN" \
+    "${service_urls[@]}" \
     LOG_FORMAT=json \
     RUST_LOG="${RUST_LOG:-info}"
 done
@@ -152,11 +162,7 @@ done
 
 # -------------------------------------------------------------- gateway ---
 gw_env=(HTTP_ADDR="127.0.0.1:$HTTP_PORT" METRICS_ADDR="127.0.0.1:$GW_METRICS_PORT"
-  LOG_FORMAT=json RUST_LOG="${RUST_LOG:-info}")
-for i in "${!SERVICES[@]}"; do
-  s=${SERVICES[$i]}
-  gw_env+=("${s^^}_GRPC_URL=http://127.0.0.1:$(grpc_port "$i")")
-done
+  REDIS_URL="$REDIS_URL" LOG_FORMAT=json RUST_LOG="${RUST_LOG:-info}" "${service_urls[@]}")
 start gateway "${gw_env[@]}"
 gw_pid=${pids[-1]}
 deadline=$((SECONDS + HEALTH_TIMEOUT))

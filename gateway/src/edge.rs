@@ -15,6 +15,8 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use shopmesh_platform::auth::{AuthError, TokenVerifier};
+
 use crate::problem::Problem;
 use crate::routes::{Access, Lookup, Route, RouteTable};
 use crate::settings::Cors;
@@ -28,6 +30,8 @@ pub struct AppState {
     pub openapi: Bytes,
     pub timeout: Duration,
     pub body_limit: usize,
+    pub verifier: Arc<TokenVerifier>,
+    pub trusted_proxy_hops: usize,
 }
 
 /// Per-request identifiers, set by [`edge_context`] before any handler runs.
@@ -283,16 +287,46 @@ async fn call(
     context: &RequestContext,
 ) -> Response {
     let rid = context.request_id.as_str();
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     if matches!(route.access, Access::User | Access::Admin) {
-        // Token checks arrive with the identity issue; until then nothing is let through.
-        return Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHENTICATED",
-            "this operation needs a valid bearer token",
-            rid,
-        )
-        .into_response();
+        match state.verifier.verify_header(authorization.as_deref()).await {
+            Ok(caller) if route.access == Access::Admin && !caller.is_admin() => {
+                return Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "PERMISSION_DENIED",
+                    "this operation needs the admin role",
+                    rid,
+                )
+                .into_response();
+            }
+            Ok(_) => {}
+            Err(AuthError::Unavailable(reason)) => {
+                tracing::warn!(%reason, "cannot check the token");
+                return Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "cannot check credentials right now, try again shortly",
+                    rid,
+                )
+                .into_response();
+            }
+            Err(err) => {
+                tracing::debug!(reason = %err, "token refused");
+                return Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHENTICATED",
+                    "this operation needs a valid bearer token",
+                    rid,
+                )
+                .into_response();
+            }
+        }
     }
+    let client_ip = client_ip(&request, state.trusted_proxy_hops);
     let query: Vec<(String, String)> = match request
         .uri()
         .query()
@@ -326,11 +360,15 @@ async fn call(
     let mut grpc_request = tonic::Request::new(message);
     grpc_request.set_timeout(state.timeout);
     let metadata = grpc_request.metadata_mut();
-    for (key, value) in [
-        ("x-request-id", rid),
-        ("traceparent", context.traceparent.as_str()),
-    ] {
-        if let Ok(value) = value.parse() {
+    let forwarded = [
+        ("x-request-id", Some(rid)),
+        ("traceparent", Some(context.traceparent.as_str())),
+        // The service checks the token again: the gateway is not the only door.
+        ("authorization", authorization.as_deref()),
+        ("x-client-ip", client_ip.as_deref()),
+    ];
+    for (key, value) in forwarded {
+        if let Some(Ok(value)) = value.map(str::parse) {
             metadata.insert(key, value);
         }
     }
@@ -360,6 +398,34 @@ async fn call(
         },
         Err(status) => upstream_error(&status, route, rid),
     }
+}
+
+/// The client's address: the socket peer, or with `hops` trusted proxies in front
+/// (the ingress), the entry they appended to `X-Forwarded-For`.
+fn client_ip(request: &Request, hops: usize) -> Option<String> {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip().to_string());
+    if hops == 0 {
+        return peer;
+    }
+    let forwarded: Vec<&str> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    forwarded
+        .len()
+        .checked_sub(hops)
+        .and_then(|i| forwarded.get(i))
+        .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+        .map(|ip| ip.to_string())
+        .or(peer)
 }
 
 fn upstream_error(status: &tonic::Status, route: &Route, request_id: &str) -> Response {

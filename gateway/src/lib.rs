@@ -15,6 +15,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use shopmesh_platform::auth::{GrpcKeySource, SessionStore, TokenVerifier};
 use tokio::net::TcpListener;
 
 pub use edge::AppState;
@@ -38,9 +39,21 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Loads the route table, prepares the upstream channels and binds both ports.
+    /// Loads the route table, prepares the upstream channels and the token
+    /// verifier (JWKS from svc-auth, sessions in Redis) and binds both ports.
     pub async fn build(settings: &GatewaySettings) -> anyhow::Result<Self> {
-        let state = app_state(settings)?;
+        let redis = shopmesh_platform::redis::connect(&settings.redis).await?;
+        let auth_url = settings
+            .upstreams
+            .get("auth")
+            .ok_or_else(|| anyhow::anyhow!("no AUTH_GRPC_URL"))?;
+        let verifier = TokenVerifier::new(
+            Arc::new(GrpcKeySource::new(auth_url)?),
+            SessionStore::new(redis),
+            &settings.jwt_issuer,
+            &settings.jwt_audience,
+        );
+        let state = app_state(settings, Arc::new(verifier))?;
         tracing::info!(routes = state.table.routes().len(), "route table loaded");
         Ok(Self {
             listener: TcpListener::bind(settings.http_addr).await?,
@@ -73,7 +86,10 @@ impl Gateway {
         ));
         tracing::info!(addr = %self.listener.local_addr()?, "gateway listening");
         let (begin_drain, draining) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(async {
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async {
             let _ = draining.await;
         });
         let server = server.into_future();
@@ -99,7 +115,10 @@ impl Gateway {
 }
 
 /// The shared state of the request handlers.
-pub fn app_state(settings: &GatewaySettings) -> anyhow::Result<AppState> {
+pub fn app_state(
+    settings: &GatewaySettings,
+    verifier: Arc<TokenVerifier>,
+) -> anyhow::Result<AppState> {
     let pool = routes::descriptor_pool()?;
     let table = routes::routes(&pool)?;
     let openapi = serde_json::to_vec(&openapi::document(&table))?;
@@ -109,5 +128,7 @@ pub fn app_state(settings: &GatewaySettings) -> anyhow::Result<AppState> {
         openapi: openapi.into(),
         timeout: settings.request_timeout,
         body_limit: settings.body_limit,
+        verifier,
+        trusted_proxy_hops: settings.trusted_proxy_hops,
     })
 }

@@ -4,27 +4,10 @@
 use http::Method;
 use prost_reflect::{DescriptorPool, DynamicMessage, FieldDescriptor, MethodDescriptor, Value};
 
+pub use shopmesh_platform::access::Access;
+use shopmesh_platform::access::method_access;
+
 use crate::template::PathTemplate;
-
-/// Who may call a method, mirroring `shop.common.v1.Access`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Access {
-    Public,
-    User,
-    Admin,
-    Internal,
-}
-
-impl Access {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Public => "public",
-            Self::User => "user",
-            Self::Admin => "admin",
-            Self::Internal => "internal",
-        }
-    }
-}
 
 /// Where the HTTP body goes in the request message.
 #[derive(Clone, Debug)]
@@ -61,14 +44,13 @@ pub enum RouteError {
 
 /// The shopmesh descriptors with every option and extension resolved.
 pub fn descriptor_pool() -> Result<DescriptorPool, RouteError> {
-    Ok(DescriptorPool::decode(shopmesh_proto::FILE_DESCRIPTOR_SET)?)
+    Ok(shopmesh_platform::access::descriptor_pool()?)
 }
 
 /// Every public, user and admin method with an HTTP binding. Internal methods (and
 /// methods that declare no access) are never routed, even if annotated.
 pub fn routes(pool: &DescriptorPool) -> Result<Vec<Route>, RouteError> {
     let http_ext = pool.get_extension_by_name("google.api.http");
-    let access_ext = pool.get_extension_by_name("shop.common.v1.access");
     let mut routes = Vec::new();
     for service in pool.services() {
         let Some(upstream) = upstream_name(service.package_name()) else {
@@ -76,17 +58,7 @@ pub fn routes(pool: &DescriptorPool) -> Result<Vec<Route>, RouteError> {
         };
         for method in service.methods() {
             let options = method.options();
-            let access = match &access_ext {
-                Some(ext) if options.has_extension(ext) => {
-                    match options.get_extension(ext).as_enum_number() {
-                        Some(1) => Access::Public,
-                        Some(2) => Access::User,
-                        Some(3) => Access::Admin,
-                        _ => Access::Internal,
-                    }
-                }
-                _ => Access::Internal,
-            };
+            let access = method_access(pool, &method);
             let Some(ext) = &http_ext else { continue };
             if access == Access::Internal || !options.has_extension(ext) {
                 continue;

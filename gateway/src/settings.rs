@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use shopmesh_platform::settings::{Env, SettingsError, TelemetrySettings, listen_addr};
+use shopmesh_platform::settings::{
+    Env, RedisSettings, SettingsError, TelemetrySettings, listen_addr,
+};
 
 /// Each service's short name and default gRPC port.
 pub const UPSTREAMS: [(&str, u16); 9] = [
@@ -38,6 +40,13 @@ pub struct GatewaySettings {
     pub cors: Cors,
     pub drain: Duration,
     pub telemetry: TelemetrySettings,
+    /// Sessions live in Redis: every signed-in request checks its session there.
+    pub redis: RedisSettings,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    /// How many proxies (the NGINX ingress: 1) append to `X-Forwarded-For` in
+    /// front of the gateway; 0 trusts only the socket's peer address.
+    pub trusted_proxy_hops: usize,
 }
 
 impl GatewaySettings {
@@ -73,6 +82,10 @@ impl GatewaySettings {
             cors: cors(env)?,
             drain: env.seconds("SHUTDOWN_DRAIN_SECONDS", 15)?,
             telemetry: TelemetrySettings::from_env(env, "gateway")?,
+            redis: RedisSettings::from_env(env)?,
+            jwt_issuer: env.or("JWT_ISSUER", "shopmesh".to_owned())?,
+            jwt_audience: env.or("JWT_AUDIENCE", "shopmesh".to_owned())?,
+            trusted_proxy_hops: env.or("TRUSTED_PROXY_HOPS", 0)?,
         })
     }
 }
@@ -120,6 +133,8 @@ mod tests {
             ("REQUEST_TIMEOUT_SECONDS", "soon"),
             ("CORS_ALLOWED_ORIGINS", "shop.example.com"),
             ("HTTP_ADDR", "8080"),
+            ("TRUSTED_PROXY_HOPS", "-1"),
+            ("REDIS_URL", "localhost"),
         ] {
             let err = GatewaySettings::from_env(&Env::from_pairs([(name, value)])).unwrap_err();
             assert_eq!(err.variable, name);

@@ -14,8 +14,14 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
+use std::sync::Arc;
+
+use crate::auth::{AccessControl, GrpcKeySource, SessionStore, TokenVerifier};
 use crate::grpc::GrpcServer;
-use crate::settings::{DatabaseSettings, Env, SettingsError, TelemetrySettings, listen_addr};
+use crate::settings::{
+    AuthSettings, DatabaseSettings, Env, RedisSettings, SettingsError, TelemetrySettings,
+    listen_addr,
+};
 
 /// What makes one service different from another at start-up.
 #[derive(Debug)]
@@ -36,6 +42,8 @@ pub struct ServiceSettings {
     pub database: DatabaseSettings,
     pub drain: Duration,
     pub telemetry: TelemetrySettings,
+    pub redis: RedisSettings,
+    pub auth: AuthSettings,
 }
 
 impl ServiceSettings {
@@ -46,6 +54,8 @@ impl ServiceSettings {
             database: DatabaseSettings::from_env(env)?,
             drain: env.seconds("SHUTDOWN_DRAIN_SECONDS", 15)?,
             telemetry: TelemetrySettings::from_env(env, spec.name)?,
+            redis: RedisSettings::from_env(env)?,
+            auth: AuthSettings::from_env(env)?,
         })
     }
 }
@@ -57,8 +67,13 @@ pub struct Context {
     pub settings: ServiceSettings,
     /// The service's own database, migrated.
     pub db: PgPool,
-    /// The bound gRPC server; `build` adds its services and returns it.
+    /// The bound gRPC server (access control already set); `build` adds its
+    /// services and returns it.
     pub grpc: GrpcServer,
+    /// Redis, for sessions and whatever else the service keeps there.
+    pub redis: fred::prelude::Client,
+    /// The access rules and token verifier the server enforces.
+    pub access: AccessControl,
 }
 
 /// Connects the database and binds the gRPC listener: everything `build` needs.
@@ -67,14 +82,27 @@ pub async fn prepare(
     env: Env,
     settings: ServiceSettings,
 ) -> anyhow::Result<Context> {
+    let auth = &settings.auth;
+    let redis = crate::redis::connect(&settings.redis).await?;
     let db = crate::db::connect_and_migrate(&settings.database, spec.migrator).await?;
     crate::metrics::report_pool(db.clone());
-    let grpc = GrpcServer::bind(settings.grpc_addr, settings.drain).await?;
+    let verifier = TokenVerifier::new(
+        Arc::new(GrpcKeySource::new(&auth.auth_url)?),
+        SessionStore::new(redis.clone()),
+        &auth.issuer,
+        &auth.audience,
+    );
+    let access = AccessControl::new(Arc::new(verifier), auth.internal_token.clone())?;
+    let grpc = GrpcServer::bind(settings.grpc_addr, settings.drain)
+        .await?
+        .access_control(access.clone());
     Ok(Context {
         env,
         settings,
         db,
         grpc,
+        redis,
+        access,
     })
 }
 

@@ -17,6 +17,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
+use crate::auth::{AccessControl, AccessLayer};
 use crate::metrics::GrpcMetricsLayer;
 
 /// The message tonic's generated default stubs answer with.
@@ -30,6 +31,7 @@ pub struct GrpcServer {
     names: Vec<&'static str>,
     drain: Duration,
     pending_note: Option<&'static str>,
+    access: Option<AccessControl>,
 }
 
 impl GrpcServer {
@@ -46,6 +48,7 @@ impl GrpcServer {
             names: Vec::new(),
             drain,
             pending_note: None,
+            access: None,
         })
     }
 
@@ -70,6 +73,13 @@ impl GrpcServer {
         self
     }
 
+    /// Enforces each method's declared access (set by `app::prepare` for every
+    /// service; svc-auth replaces it with one that reads its own keys).
+    pub fn access_control(mut self, access: AccessControl) -> Self {
+        self.access = Some(access);
+        self
+    }
+
     /// Explains what "not implemented yet" means for this service's default stubs,
     /// e.g. "it arrives with the identity issue (#3)".
     pub fn pending_note(mut self, note: &'static str) -> Self {
@@ -90,6 +100,7 @@ impl GrpcServer {
             names,
             drain,
             pending_note,
+            access,
         } = self;
 
         let reflection_v1 = reflection(&names).build_v1()?;
@@ -113,6 +124,7 @@ impl GrpcServer {
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(TraceLayer::new_for_grpc().make_span_with(call_span))
             .layer(GrpcMetricsLayer)
+            .option_layer(access.map(AccessLayer::new))
             .map_response(move |response: Response<Body>| explain_pending(response, pending_note));
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -2,7 +2,9 @@
 //! settings, telemetry, metrics, gRPC hosting, PostgreSQL, Redis, status
 //! building and paging.
 
+pub mod access;
 pub mod app;
+pub mod auth;
 pub mod db;
 pub mod errors;
 pub mod grpc;

@@ -250,6 +250,43 @@ impl RedisSettings {
     }
 }
 
+/// What every service needs to check callers: where the signing keys are, what
+/// tokens must say, and the credential services present to each other.
+#[derive(Clone, Debug)]
+pub struct AuthSettings {
+    /// svc-auth's gRPC URL, for the JWKS.
+    pub auth_url: String,
+    pub issuer: String,
+    pub audience: String,
+    /// Shared by the services for INTERNAL methods (Istio adds workload identity in a cluster).
+    pub internal_token: Secret<String>,
+}
+
+impl AuthSettings {
+    pub fn from_env(env: &Env) -> Result<Self, SettingsError> {
+        let internal_token: Secret<String> = env.required("INTERNAL_SERVICE_TOKEN")?;
+        if internal_token.expose().len() < 16 || !internal_token.expose().is_ascii() {
+            return Err(SettingsError {
+                variable: "INTERNAL_SERVICE_TOKEN".to_owned(),
+                reason: "must be at least 16 ASCII characters".to_owned(),
+            });
+        }
+        let auth_url: String = env.or("AUTH_GRPC_URL", "http://127.0.0.1:50051".to_owned())?;
+        if !(auth_url.starts_with("http://") || auth_url.starts_with("https://")) {
+            return Err(SettingsError {
+                variable: "AUTH_GRPC_URL".to_owned(),
+                reason: format!("{auth_url:?} must be an http:// or https:// URL"),
+            });
+        }
+        Ok(Self {
+            auth_url,
+            issuer: env.or("JWT_ISSUER", "shopmesh".to_owned())?,
+            audience: env.or("JWT_AUDIENCE", "shopmesh".to_owned())?,
+            internal_token,
+        })
+    }
+}
+
 /// A `host:port` listen address with a default port.
 pub fn listen_addr(env: &Env, name: &str, default_port: u16) -> Result<SocketAddr, SettingsError> {
     env.or(name, SocketAddr::from(([0, 0, 0, 0], default_port)))
@@ -310,6 +347,21 @@ mod tests {
         let telemetry = TelemetrySettings::from_env(&env, "svc-x").unwrap();
         assert_eq!(telemetry.log_format, LogFormat::Json);
         assert_eq!(telemetry.service_name, "svc-x");
+    }
+
+    #[test]
+    fn the_internal_token_is_required_and_long_enough() {
+        let err = AuthSettings::from_env(&Env::from_pairs::<&str, &str>([])).unwrap_err();
+        assert_eq!(err.variable, "INTERNAL_SERVICE_TOKEN");
+        let err = AuthSettings::from_env(&Env::from_pairs([("INTERNAL_SERVICE_TOKEN", "short")]))
+            .unwrap_err();
+        assert_eq!(err.variable, "INTERNAL_SERVICE_TOKEN");
+        let ok = AuthSettings::from_env(&Env::from_pairs([(
+            "INTERNAL_SERVICE_TOKEN",
+            "a-long-enough-token",
+        )]))
+        .unwrap();
+        assert!(!format!("{ok:?}").contains("a-long-enough-token"));
     }
 
     #[test]

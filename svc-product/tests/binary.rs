@@ -47,6 +47,11 @@ async fn sigterm_drains_and_exits_zero() {
         .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
         .env("METRICS_ADDR", "127.0.0.1:0")
         .env("SHUTDOWN_DRAIN_SECONDS", "3")
+        .env("REDIS_URL", shopmesh_platform::testing::redis_url())
+        .env(
+            "INTERNAL_SERVICE_TOKEN",
+            shopmesh_platform::testing::INTERNAL_TOKEN,
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
