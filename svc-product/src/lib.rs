@@ -3,8 +3,6 @@
 
 mod api;
 mod catalog;
-pub mod seed;
-
 pub use store::seed_if_empty;
 mod store;
 
@@ -24,7 +22,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 /// (`SEED_DEMO_CATALOG`, default true) and the catalog is empty.
 pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
     if ctx.env.or("SEED_DEMO_CATALOG", true)? {
-        store::seed_if_empty(&ctx.db, &seed::demo_catalog()).await?;
+        store::seed_if_empty(&ctx.db, &shopmesh_demo::demo_catalog()).await?;
     }
     let api = api::ProductApi::new(store::Store::new(ctx.db));
     Ok(ctx

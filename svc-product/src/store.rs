@@ -8,7 +8,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::catalog::{CategoryCount, Cursor, ListQuery, SortOrder};
-use crate::seed::Catalog;
+use shopmesh_demo::Catalog;
 
 /// A live product as stored.
 #[derive(Clone, Debug, sqlx::FromRow)]

@@ -398,7 +398,7 @@ async fn the_seed_runs_once() {
         .await
         .unwrap();
     // A second replica (or a restart) on the same database seeds nothing more.
-    let catalog = svc_product::seed::demo_catalog();
+    let catalog = shopmesh_demo::demo_catalog();
     let again = futures_join(&service.db, &catalog).await;
     assert!(again.iter().all(Result::is_ok));
     let after: i64 = sqlx::query_scalar("SELECT count(*) FROM products")
@@ -411,7 +411,7 @@ async fn the_seed_runs_once() {
 
 async fn futures_join(
     db: &sqlx::PgPool,
-    catalog: &svc_product::seed::Catalog,
+    catalog: &shopmesh_demo::Catalog,
 ) -> Vec<anyhow::Result<()>> {
     let (a, b) = tokio::join!(
         svc_product::seed_if_empty(db, catalog),

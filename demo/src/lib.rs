@@ -1,0 +1,7 @@
+//! Demo data shared by the services that seed it (svc-product: the catalog;
+//! svc-inventory: initial stock per SKU), so every service agrees on the same
+//! SKUs and ids without calling each other at start.
+
+pub mod catalog;
+
+pub use catalog::{Catalog, EXACT_MATCH_NAME, SeedCategory, SeedProduct, demo_catalog};
