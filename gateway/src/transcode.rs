@@ -42,6 +42,9 @@ pub fn request_message(
             if !body.is_empty() {
                 let value: Json =
                     serde_json::from_slice(body).map_err(|e| vec![json_error(field.name(), &e)])?;
+                if let Some(mask) = implied_update_mask(&input, field, &value, query) {
+                    root.insert("updateMask".to_owned(), Json::String(mask));
+                }
                 root.insert(field.json_name().to_owned(), value);
             }
             root
@@ -79,6 +82,31 @@ pub fn request_message(
             e.to_string(),
         )]
     })
+}
+
+/// AIP-134 over REST: a PATCH that names no `update_mask` updates exactly the
+/// fields present in its JSON body, never clearing the ones it left out.
+fn implied_update_mask(
+    input: &MessageDescriptor,
+    body_field: &FieldDescriptor,
+    body: &Json,
+    query: &[(String, String)],
+) -> Option<String> {
+    let mask = input.get_field_by_name("update_mask")?;
+    let is_field_mask = matches!(mask.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask");
+    let asked = query.iter().any(|(k, _)| k == "update_mask" || k == "updateMask");
+    let (Json::Object(fields), Kind::Message(resource)) = (body, body_field.kind()) else {
+        return None;
+    };
+    if !is_field_mask || asked {
+        return None;
+    }
+    let paths: Vec<String> = fields
+        .keys()
+        .filter_map(|key| resource.get_field_by_json_name(key).or_else(|| resource.get_field_by_name(key)))
+        .map(|f| f.json_name().to_owned())
+        .collect();
+    Some(paths.join(","))
 }
 
 fn parse_body_object(
@@ -352,6 +380,17 @@ mod tests {
             .get_field_by_name("paths")
             .unwrap();
         assert_eq!(paths.as_list().map(<[Value]>::len), Some(2));
+    }
+
+    #[test]
+    fn a_patch_without_a_mask_updates_only_the_fields_sent() {
+        let (route, bindings) = route(Method::PATCH, "/v1/products/p-1");
+        let body = br#"{"name":"Kettle","imageUrls":[]}"#;
+        let message = request_message(&route, &bindings, &[], body).unwrap();
+        let mask = message.get_field_by_name("update_mask").unwrap();
+        let paths = mask.as_message().unwrap().get_field_by_name("paths").unwrap();
+        let paths: Vec<_> = paths.as_list().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+        assert_eq!(paths, ["image_urls", "name"]);
     }
 
     #[test]
