@@ -839,3 +839,16 @@ def test_the_validator_rejects_what_the_api_server_would(node_tools, tmp_path):
         assert needle in proc.stderr, needle
     proc = subprocess.run(["node", str(script), str(good)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_every_service_knows_where_its_callees_are(rendering):
+    """A service gets `<CALLEE>_GRPC_URL` for every service it calls, pointing at that
+    service's port, and the gateway gets all nine; AUTH_GRPC_URL (the JWKS) everywhere."""
+    for key in WORKLOADS:
+        env = {e["name"]: e.get("value") for e in container(rendering.get("Deployment", name(key)))["env"]}
+        callees = set(GRPC_SERVICES) if key == "gateway" else {c for c, who in CALLERS.items() if key in who}
+        callees.add("auth")
+        urls = {n[: -len("_GRPC_URL")].lower() for n in env if n.endswith("_GRPC_URL")}
+        assert urls == callees, f"{key}: {sorted(urls)} != {sorted(callees)}"
+        for callee in callees:
+            assert env[f"{callee.upper()}_GRPC_URL"].startswith(f"http://{name(callee)}."), (key, callee)

@@ -93,8 +93,11 @@ fn implied_update_mask(
     query: &[(String, String)],
 ) -> Option<String> {
     let mask = input.get_field_by_name("update_mask")?;
-    let is_field_mask = matches!(mask.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask");
-    let asked = query.iter().any(|(k, _)| k == "update_mask" || k == "updateMask");
+    let is_field_mask =
+        matches!(mask.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask");
+    let asked = query
+        .iter()
+        .any(|(k, _)| k == "update_mask" || k == "updateMask");
     let (Json::Object(fields), Kind::Message(resource)) = (body, body_field.kind()) else {
         return None;
     };
@@ -103,7 +106,11 @@ fn implied_update_mask(
     }
     let paths: Vec<String> = fields
         .keys()
-        .filter_map(|key| resource.get_field_by_json_name(key).or_else(|| resource.get_field_by_name(key)))
+        .filter_map(|key| {
+            resource
+                .get_field_by_json_name(key)
+                .or_else(|| resource.get_field_by_name(key))
+        })
         .map(|f| f.json_name().to_owned())
         .collect();
     Some(paths.join(","))
@@ -388,8 +395,17 @@ mod tests {
         let body = br#"{"name":"Kettle","imageUrls":[]}"#;
         let message = request_message(&route, &bindings, &[], body).unwrap();
         let mask = message.get_field_by_name("update_mask").unwrap();
-        let paths = mask.as_message().unwrap().get_field_by_name("paths").unwrap();
-        let paths: Vec<_> = paths.as_list().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+        let paths = mask
+            .as_message()
+            .unwrap()
+            .get_field_by_name("paths")
+            .unwrap();
+        let paths: Vec<_> = paths
+            .as_list()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(paths, ["image_urls", "name"]);
     }
 

@@ -114,7 +114,7 @@ impl TokenVerifier {
         if let Some(key) = self.keys.read().await.get(kid) {
             return Ok(key.clone());
         }
-        self.refresh().await?;
+        self.refresh(kid).await?;
         self.keys
             .read()
             .await
@@ -123,11 +123,22 @@ impl TokenVerifier {
             .ok_or(AuthError::UnknownKey)
     }
 
-    /// Refetches the JWKS, at most once per [`REFRESH_INTERVAL`].
-    async fn refresh(&self) -> Result<(), AuthError> {
+    /// Refetches the JWKS for an unknown `kid`, at most once per
+    /// [`REFRESH_INTERVAL`]. A caller inside the interval waits for it rather than
+    /// being refused: right after a rotation the new key must be found even if
+    /// the cache was refreshed a moment before, while forged kids still cost
+    /// svc-auth no more than one fetch per interval.
+    async fn refresh(&self, kid: &str) -> Result<(), AuthError> {
         let mut last = self.last_refresh.lock().await;
-        if last.is_some_and(|at| at.elapsed() < REFRESH_INTERVAL) {
+        if self.keys.read().await.contains_key(kid) {
+            // Fetched by whoever held the lock before us.
             return Ok(());
+        }
+        if let Some(at) = *last {
+            let wait = REFRESH_INTERVAL.saturating_sub(at.elapsed());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
         }
         let jwks = self
             .source
