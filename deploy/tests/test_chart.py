@@ -22,7 +22,7 @@ CALLERS = {
     "auth": {"gateway"},
     "user": {"gateway", "auth", "order", "notification"},
     "product": {"gateway", "cart", "order", "recommendation"},
-    "inventory": {"gateway", "cart", "order", "recommendation"},
+    "inventory": {"gateway", "product", "cart", "order", "recommendation"},
     "cart": {"gateway"},
     "order": {"gateway", "cart"},
     "payment": {"gateway", "order"},
@@ -368,6 +368,8 @@ def test_authorization_policy_allows_only_real_callers(rendering, values):
 def test_demo_catalog_off_unless_asked(default, staging):
     assert env_of(container(default.get("Deployment", name("product"))))["SEED_DEMO_CATALOG"] == "false"
     assert env_of(container(staging.get("Deployment", name("product"))))["SEED_DEMO_CATALOG"] == "true"
+    assert env_of(container(default.get("Deployment", name("inventory"))))["SEED_DEMO_STOCK"] == "false"
+    assert env_of(container(staging.get("Deployment", name("inventory"))))["SEED_DEMO_STOCK"] == "true"
 
 
 def test_only_order_may_call_payment(rendering):

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt as _;
 use shopmesh_platform::auth::{GrpcKeySource, SessionStore, TokenVerifier};
 use tokio::net::TcpListener;
 
@@ -89,7 +90,13 @@ impl Gateway {
         let app = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(async {
+        // TCP_NODELAY: no Nagle delay on multi-segment responses.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
+        let server = axum::serve(listener, app).with_graceful_shutdown(async {
             let _ = draining.await;
         });
         let server = server.into_future();

@@ -16,7 +16,7 @@ use shopmesh_proto::shop::product::v1::{CreateProductRequest, GetProductRequest}
 use support::{Stack, stack};
 
 /// `POST /v1/products` is ADMIN: the gateway checks the token, forwards it,
-/// svc-product checks it again, and only then does its (not yet built) handler run.
+/// svc-product checks it again, and only then does its handler run.
 async fn create_product(stack: &Stack, authorization: Option<&str>) -> support::Reply {
     let mut request = Request::post("/v1/products").header("content-type", "application/json");
     if let Some(value) = authorization {
@@ -45,8 +45,10 @@ async fn a_valid_admin_token_passes_both_checks() {
     let stack = stack().await;
     let (_, _, token) = stack.identity.sign_in(&["admin"]).await.unwrap();
     let reply = create_product(&stack, Some(&format!("Bearer {token}"))).await;
-    // Past the gateway and the service's own check: the handler itself answers.
-    assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED, "{}", reply.body);
+    // Past the gateway and the service's own check: the handler itself answers
+    // (it validates the empty product).
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert_eq!(reply.body["code"], "INVALID_ARGUMENT");
 
     let (_, _, user_token) = stack.identity.sign_in(&[]).await.unwrap();
     let reply = create_product(&stack, Some(&format!("Bearer {user_token}"))).await;
@@ -186,7 +188,7 @@ async fn logout_takes_effect_at_the_next_request() {
     let bearer = format!("Bearer {token}");
     assert_eq!(
         create_product(&stack, Some(&bearer)).await.status,
-        StatusCode::NOT_IMPLEMENTED
+        StatusCode::BAD_REQUEST
     );
     stack.identity.sessions.revoke_all(user).await.unwrap();
     assert_eq!(

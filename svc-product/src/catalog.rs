@@ -1,7 +1,7 @@
 //! Catalog rules independent of storage: what a valid listing query is, how it
 //! sorts and pages, and how the category tree is assembled with its counts.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 use shopmesh_platform::errors::FieldViolations;
@@ -25,11 +25,28 @@ pub enum SortOrder {
     PriceAsc,
     /// `price_minor DESC, id DESC`.
     PriceDesc,
+    /// `score DESC, id DESC`, where the score is a deterministic function of the
+    /// query and the product (see `search::TextQuery`), so a cursor holds.
+    Relevance,
 }
 
 /// The position after the last product of a page: its sort key (creation time in
-/// microseconds, or price) and its id as tie-breaker.
+/// microseconds, price, or relevance score) and its id as tie-breaker.
 pub type Cursor = (i64, Uuid);
+
+/// Which live products a listing or search may return, besides the search text.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Filters {
+    /// This category or any category below it.
+    pub category_id: Option<Uuid>,
+    /// Inclusive bounds on `price_minor`.
+    pub min_price_minor: Option<i64>,
+    pub max_price_minor: Option<i64>,
+    /// Attribute key → accepted values: values of one key are OR-ed, keys AND-ed.
+    pub attributes: BTreeMap<String, BTreeSet<String>>,
+    /// Only products whose SKU inventory last reported with available stock.
+    pub in_stock_only: bool,
+}
 
 /// A validated ListProducts query.
 #[derive(Clone, Debug, Serialize)]
@@ -48,34 +65,12 @@ impl ListQuery {
     /// Validates every field, reporting all bad ones at once.
     pub fn from_request(request: &ListProductsRequest) -> Result<Self, Status> {
         let mut violations = FieldViolations::new();
-        let page_size = paging::page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
-        if page_size.is_err() {
-            violations.add("page_size", "must not be negative");
-        }
-        let category_id = match request.category_id.as_str() {
-            "" => None,
-            raw => match Uuid::parse_str(raw) {
-                Ok(id) => Some(id),
-                Err(_) => {
-                    violations.add("category_id", "must be a category id (UUID)");
-                    None
-                }
-            },
-        };
-        violations.check(
-            request.min_price_minor >= 0,
-            "min_price_minor",
-            "must not be negative",
-        );
-        violations.check(
-            request.max_price_minor >= 0,
-            "max_price_minor",
-            "must not be negative",
-        );
-        violations.check(
-            request.max_price_minor == 0 || request.min_price_minor <= request.max_price_minor,
-            "max_price_minor",
-            "must not be below min_price_minor",
+        let page_size = checked_page_size(request.page_size, &mut violations);
+        let category_id = optional_category(&request.category_id, &mut violations);
+        let (min_price_minor, max_price_minor) = price_range(
+            request.min_price_minor,
+            request.max_price_minor,
+            &mut violations,
         );
         let order = match ProductOrder::try_from(request.order_by) {
             Ok(ProductOrder::Unspecified | ProductOrder::Newest) => SortOrder::Newest,
@@ -90,10 +85,10 @@ impl ListQuery {
 
         let mut query = Self {
             category_id,
-            min_price_minor: (request.min_price_minor > 0).then_some(request.min_price_minor),
-            max_price_minor: (request.max_price_minor > 0).then_some(request.max_price_minor),
+            min_price_minor,
+            max_price_minor,
             order,
-            page_size: page_size.unwrap_or(DEFAULT_PAGE_SIZE),
+            page_size,
             after: None,
         };
         query.after = paging::decode(&query.fingerprint(), &request.page_token)?;
@@ -104,6 +99,53 @@ impl ListQuery {
     pub fn fingerprint(&self) -> String {
         paging::fingerprint(self)
     }
+
+    pub fn filters(&self) -> Filters {
+        Filters {
+            category_id: self.category_id,
+            min_price_minor: self.min_price_minor,
+            max_price_minor: self.max_price_minor,
+            ..Filters::default()
+        }
+    }
+}
+
+/// `page_size` per AIP-158, recording a violation when negative.
+pub fn checked_page_size(requested: i32, violations: &mut FieldViolations) -> u32 {
+    paging::page_size(requested, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE).unwrap_or_else(|_| {
+        violations.add("page_size", "must not be negative");
+        DEFAULT_PAGE_SIZE
+    })
+}
+
+/// An optional `category_id` filter: empty means none.
+pub fn optional_category(raw: &str, violations: &mut FieldViolations) -> Option<Uuid> {
+    match raw {
+        "" => None,
+        raw => match Uuid::parse_str(raw) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                violations.add("category_id", "must be a category id (UUID)");
+                None
+            }
+        },
+    }
+}
+
+/// Inclusive price bounds where 0 means "no bound".
+pub fn price_range(
+    min: i64,
+    max: i64,
+    violations: &mut FieldViolations,
+) -> (Option<i64>, Option<i64>) {
+    violations.check(min >= 0, "min_price_minor", "must not be negative");
+    violations.check(max >= 0, "max_price_minor", "must not be negative");
+    violations.check(
+        max == 0 || min <= max,
+        "max_price_minor",
+        "must not be below min_price_minor",
+    );
+    ((min > 0).then_some(min), (max > 0).then_some(max))
 }
 
 /// A category row with the number of live products filed directly under it.

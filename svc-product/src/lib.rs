@@ -1,13 +1,25 @@
-//! The catalog service: products and the category tree in PostgreSQL, seeded with
-//! a deterministic demo catalog on first start.
+//! The catalog service: products and the category tree in PostgreSQL, full-text
+//! and typo-tolerant search with facets, admin writes, a Redis cache that is
+//! never stale after a write, and availability from svc-inventory's stock
+//! stream. Seeded with a deterministic demo catalog on first start.
 
 mod api;
+mod cache;
 mod catalog;
-pub use store::seed_if_empty;
+mod error;
+mod product;
+mod search;
+mod settings;
+mod stock;
 mod store;
 
+pub use settings::ProductSettings;
+pub use store::seed_if_empty;
+
 use shopmesh_platform::{Context, GrpcServer, ServiceSpec};
-use shopmesh_proto::shop::product::v1::product_service_server::ProductServiceServer;
+use shopmesh_proto::shop::product::v1::product_service_server::{
+    ProductService, ProductServiceServer,
+};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -19,14 +31,37 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 };
 
 /// Builds the service on a prepared context: seeds the demo catalog when asked
-/// (`SEED_DEMO_CATALOG`, default true) and the catalog is empty.
+/// (`SEED_DEMO_CATALOG`, default true) and the catalog is empty, and starts the
+/// stock subscription.
 pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
-    if ctx.env.or("SEED_DEMO_CATALOG", true)? {
+    let service = product_service(&ctx).await?;
+    Ok(ctx.grpc.add_service(service))
+}
+
+/// The ProductService alone, ready to be hosted (what [`build`] adds to the
+/// platform's server; the search benchmark also hosts it on a bare server).
+pub async fn product_service(
+    ctx: &Context,
+) -> anyhow::Result<ProductServiceServer<impl ProductService>> {
+    let settings = ProductSettings::from_env(&ctx.env)?;
+    if settings.seed_demo_catalog {
         store::seed_if_empty(&ctx.db, &shopmesh_demo::demo_catalog()).await?;
     }
-    let api = api::ProductApi::new(store::Store::new(ctx.db));
-    Ok(ctx
-        .grpc
-        .add_service(ProductServiceServer::new(api))
-        .pending_note("search and admin writes arrive with the catalog issue (#4)"))
+    let prefix = match settings.cache_prefix {
+        Some(prefix) => prefix,
+        None => {
+            let database: String = sqlx::query_scalar("SELECT current_database()::text")
+                .fetch_one(&ctx.db)
+                .await?;
+            format!("{database}:")
+        }
+    };
+    let cache = cache::ProductCache::new(ctx.redis.clone(), prefix, settings.cache_ttl);
+    let store = store::Store::new(ctx.db.clone());
+    let stock = stock::StockWatch::spawn(store.clone(), cache.clone(), &settings.inventory_url)?;
+    let rules = product::ProductRules {
+        currency: settings.currency,
+    };
+    let api = api::ProductApi::new(store, cache, rules, stock);
+    Ok(ProductServiceServer::new(api))
 }

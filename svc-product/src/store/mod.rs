@@ -1,5 +1,10 @@
 //! PostgreSQL access for the catalog.
 
+mod matching;
+mod seed;
+pub mod stock;
+mod writes;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -8,7 +13,15 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::catalog::{CategoryCount, Cursor, ListQuery, SortOrder};
-use shopmesh_demo::Catalog;
+use crate::error::CatalogError;
+use crate::product::ProductDraft;
+use crate::search::{
+    FACET_VALUES_PER_KEY, Facets, PRICE_BUCKET_EDGES, SearchQuery, WORD_SIMILARITY_THRESHOLD,
+    attribute_facets, price_buckets,
+};
+
+pub use seed::seed_if_empty;
+pub use writes::Deletion;
 
 /// A live product as stored.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -24,10 +37,38 @@ pub struct ProductRecord {
     pub image_urls: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Bumped by every committed write; orders cached copies.
+    pub version: i64,
 }
 
-const PRODUCT_COLUMNS: &str = "id, sku, name, description, category_id, price_minor, \
-     currency_code, attributes, image_urls, created_at, updated_at";
+impl ProductRecord {
+    /// The writable fields, for an update to write over.
+    pub fn draft(&self) -> ProductDraft {
+        ProductDraft {
+            sku: self.sku.clone(),
+            name: self.name.clone(),
+            description: self.description.clone(),
+            category_id: self.category_id,
+            price_minor: self.price_minor,
+            currency_code: self.currency_code.clone(),
+            attributes: self.attributes.0.clone(),
+            image_urls: self.image_urls.clone(),
+        }
+    }
+}
+
+/// A product of a listing or search page with the key it was sorted by.
+#[derive(Debug, sqlx::FromRow)]
+pub struct PageRow {
+    #[sqlx(flatten)]
+    pub product: ProductRecord,
+    /// The relevance score (0 outside relevance order).
+    pub score: i64,
+}
+
+/// `p.`-qualified columns of a [`ProductRecord`].
+const PRODUCT_COLUMNS: &str = "p.id, p.sku, p.name, p.description, p.category_id, p.price_minor, \
+     p.currency_code, p.attributes, p.image_urls, p.created_at, p.updated_at, p.version";
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -39,10 +80,14 @@ impl Store {
         Self { db }
     }
 
+    pub fn pool(&self) -> &PgPool {
+        &self.db
+    }
+
     #[tracing::instrument(skip(self))]
     pub async fn product(&self, id: Uuid) -> sqlx::Result<Option<ProductRecord>> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1 AND deleted_at IS NULL"
+            "SELECT {PRODUCT_COLUMNS} FROM products p WHERE p.id = $1 AND p.deleted_at IS NULL"
         )))
         .bind(id)
         .fetch_optional(&self.db)
@@ -52,7 +97,7 @@ impl Store {
     #[tracing::instrument(skip(self, ids), fields(count = ids.len()))]
     pub async fn products(&self, ids: &[Uuid]) -> sqlx::Result<Vec<ProductRecord>> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ANY($1) AND deleted_at IS NULL"
+            "SELECT {PRODUCT_COLUMNS} FROM products p WHERE p.id = ANY($1) AND p.deleted_at IS NULL"
         )))
         .bind(ids)
         .fetch_all(&self.db)
@@ -68,58 +113,54 @@ impl Store {
 
     /// One page of `query`, plus one extra row when there is a next page.
     #[tracing::instrument(skip(self))]
-    pub async fn list(&self, query: &ListQuery) -> sqlx::Result<Vec<ProductRecord>> {
-        let mut sql: QueryBuilder<Postgres> = QueryBuilder::new("");
-        if let Some(category) = query.category_id {
-            // The category and every category below it.
-            sql.push("WITH RECURSIVE tree AS (SELECT id FROM categories WHERE id = ")
-                .push_bind(category)
-                .push(
-                    " UNION ALL SELECT c.id FROM categories c JOIN tree t ON c.parent_id = t.id) ",
-                );
-        }
-        sql.push(format_args!(
-            "SELECT {PRODUCT_COLUMNS} FROM products WHERE deleted_at IS NULL"
-        ));
-        if query.category_id.is_some() {
-            sql.push(" AND category_id IN (SELECT id FROM tree)");
-        }
-        if let Some(min) = query.min_price_minor {
-            sql.push(" AND price_minor >= ").push_bind(min);
-        }
-        if let Some(max) = query.max_price_minor {
-            sql.push(" AND price_minor <= ").push_bind(max);
-        }
-        if let Some((key, id)) = query.after {
-            match query.order {
-                SortOrder::Newest => sql
-                    .push(" AND (created_at, id) < (")
-                    .push_bind(DateTime::<Utc>::from_timestamp_micros(key).unwrap_or_default())
-                    .push(", ")
-                    .push_bind(id)
-                    .push(")"),
-                SortOrder::PriceAsc => sql
-                    .push(" AND (price_minor, id) > (")
-                    .push_bind(key)
-                    .push(", ")
-                    .push_bind(id)
-                    .push(")"),
-                SortOrder::PriceDesc => sql
-                    .push(" AND (price_minor, id) < (")
-                    .push_bind(key)
-                    .push(", ")
-                    .push_bind(id)
-                    .push(")"),
-            };
-        }
-        sql.push(match query.order {
-            SortOrder::Newest => " ORDER BY created_at DESC, id DESC",
-            SortOrder::PriceAsc => " ORDER BY price_minor ASC, id ASC",
-            SortOrder::PriceDesc => " ORDER BY price_minor DESC, id DESC",
-        });
-        sql.push(" LIMIT ")
-            .push_bind(i64::from(query.page_size) + 1);
+    pub async fn list(&self, query: &ListQuery) -> sqlx::Result<Vec<PageRow>> {
+        let mut sql = matching::page_sql(
+            None,
+            &query.filters(),
+            query.order,
+            query.after,
+            query.page_size,
+        );
         sql.build_query_as().fetch_all(&self.db).await
+    }
+
+    /// One page of a search (plus one extra row when there is a next page) and,
+    /// when asked, the facets of everything it matches, from one snapshot.
+    #[tracing::instrument(skip(self))]
+    pub async fn search(
+        &self,
+        query: &SearchQuery,
+        with_facets: bool,
+    ) -> sqlx::Result<(Vec<PageRow>, Option<Facets>)> {
+        // One round trip opens a read-only snapshot shared by the page and the
+        // facets, and sets the typo tolerance of `%>` for this transaction only
+        // (a constant of ours, never user input). Notices ("query contains only
+        // stop words") are not worth a log line per search.
+        let mut tx = self
+            .db
+            .begin_with(sqlx::AssertSqlSafe(format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+                 SET LOCAL pg_trgm.word_similarity_threshold = {WORD_SIMILARITY_THRESHOLD}; \
+                 SET LOCAL client_min_messages = warning"
+            )))
+            .await?;
+        let text = query.text.as_ref();
+        let page = matching::page_sql(
+            text,
+            &query.filters,
+            query.order,
+            query.after,
+            query.page_size,
+        )
+        .build_query_as()
+        .fetch_all(&mut *tx)
+        .await?;
+        let facets = match with_facets {
+            true => Some(facets(&mut tx, text, &query.filters).await?),
+            false => None,
+        };
+        tx.commit().await?;
+        Ok((page, facets))
     }
 
     /// Every category with the number of live products filed directly under it.
@@ -144,86 +185,108 @@ impl Store {
             )
             .collect())
     }
+
+    /// SKUs of every live product, for the stock subscription.
+    pub async fn live_skus(&self) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar("SELECT sku FROM products WHERE deleted_at IS NULL ORDER BY sku")
+            .fetch_all(&self.db)
+            .await
+    }
+
+    pub async fn create(
+        &self,
+        id: Uuid,
+        draft: &ProductDraft,
+    ) -> Result<ProductRecord, CatalogError> {
+        writes::create(&self.db, id, draft).await
+    }
+
+    /// Writes `draft` over the product if it is still at `version`; `None` when
+    /// it has changed (or was deleted) since it was read.
+    pub async fn update(
+        &self,
+        id: Uuid,
+        version: i64,
+        draft: &ProductDraft,
+    ) -> Result<Option<ProductRecord>, CatalogError> {
+        writes::update(&self.db, id, version, draft).await
+    }
+
+    pub async fn delete(&self, id: Uuid) -> Result<Deletion, CatalogError> {
+        writes::delete(&self.db, id).await
+    }
 }
 
-/// The cursor that continues after `product` in `order`.
-pub fn cursor_after(product: &ProductRecord, order: SortOrder) -> Cursor {
+/// Total, category roll-up, attribute values and price buckets of every product
+/// `text` and `filters` match, in one statement.
+async fn facets(
+    conn: &mut sqlx::PgConnection,
+    text: Option<&crate::search::TextQuery>,
+    filters: &crate::catalog::Filters,
+) -> sqlx::Result<Facets> {
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
+        "WITH RECURSIVE matched AS MATERIALIZED (\
+         SELECT p.id, p.category_id, p.price_minor, p.attributes",
+    );
+    matching::push_matching(&mut sql, text, filters);
+    sql.push(
+        "), \
+         rollup (id, n) AS (\
+             SELECT category_id, count(*) FROM matched GROUP BY category_id \
+             UNION ALL \
+             SELECT c.parent_id, r.n FROM rollup r JOIN categories c ON c.id = r.id \
+             WHERE c.parent_id IS NOT NULL), \
+         categories_found AS (\
+             SELECT r.id, c.name, sum(r.n)::int8 AS n FROM rollup r JOIN categories c ON c.id = r.id \
+             GROUP BY r.id, c.name), \
+         attribute_values AS (\
+             SELECT a.key, a.value, count(*) AS n \
+             FROM matched m CROSS JOIN LATERAL jsonb_each_text(m.attributes) a \
+             GROUP BY a.key, a.value), \
+         ranked_values AS (\
+             SELECT key, value, n, sum(n) OVER (PARTITION BY key) AS key_total, \
+                    row_number() OVER (PARTITION BY key ORDER BY n DESC, value) AS place \
+             FROM attribute_values) \
+         SELECT \
+           (SELECT count(*) FROM matched), \
+           (SELECT coalesce(jsonb_agg(jsonb_build_array(id, name, n) ORDER BY n DESC, name, id), '[]') \
+              FROM categories_found), \
+           (SELECT coalesce(jsonb_agg(jsonb_build_array(key, value, n) \
+                                      ORDER BY key_total DESC, key, n DESC, value), '[]') \
+              FROM ranked_values WHERE place <= ",
+    );
+    sql.push_bind(FACET_VALUES_PER_KEY).push(
+        "), \
+           (SELECT coalesce(jsonb_agg(jsonb_build_array(bucket, n)), '[]') FROM (\
+              SELECT width_bucket(price_minor, ",
+    );
+    sql.push_bind(PRICE_BUCKET_EDGES.to_vec())
+        .push("::int8[]) AS bucket, count(*) AS n FROM matched GROUP BY 1) b)");
+
+    type Row = (
+        i64,
+        Json<Vec<(Uuid, String, i64)>>,
+        Json<Vec<(String, String, i64)>>,
+        Json<Vec<(usize, i64)>>,
+    );
+    let (total, categories, attributes, prices): Row =
+        sql.build_query_as().fetch_one(&mut *conn).await?;
+    let prices: BTreeMap<usize, i64> = prices.0.into_iter().collect();
+    Ok(Facets {
+        total,
+        categories: categories.0,
+        attributes: attribute_facets(attributes.0),
+        price_buckets: price_buckets(&prices),
+    })
+}
+
+/// The cursor that continues after `row` in `order`.
+pub fn cursor_after(row: &PageRow, order: SortOrder) -> Cursor {
+    let product = &row.product;
     let key = match order {
         SortOrder::Newest => product.created_at.timestamp_micros(),
         SortOrder::PriceAsc | SortOrder::PriceDesc => product.price_minor,
+        SortOrder::Relevance => row.score,
     };
     (key, product.id)
-}
-
-/// Loads the demo catalog into an empty catalog, once, even with several replicas
-/// starting together (an advisory lock serialises them; the loser sees rows).
-pub async fn seed_if_empty(db: &PgPool, catalog: &Catalog) -> anyhow::Result<()> {
-    let mut tx = db.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('svc-product:seed'))")
-        .execute(&mut *tx)
-        .await?;
-    let empty: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM categories)")
-        .fetch_one(&mut *tx)
-        .await?;
-    if !empty {
-        return Ok(());
-    }
-
-    // Parents before children, so the foreign key holds row by row.
-    let mut categories: Vec<_> = catalog.categories.iter().collect();
-    categories.sort_by_key(|c| c.parent_id.is_some());
-    for category in categories {
-        sqlx::query("INSERT INTO categories (id, parent_id, slug, name) VALUES ($1, $2, $3, $4)")
-            .bind(category.id)
-            .bind(category.parent_id)
-            .bind(&category.slug)
-            .bind(&category.name)
-            .execute(&mut *tx)
-            .await?;
-    }
-
-    let products = &catalog.products;
-    let attributes: Vec<Json<BTreeMap<&str, &str>>> = products
-        .iter()
-        .map(|p| {
-            Json(
-                p.attributes
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect(),
-            )
-        })
-        .collect();
-    let images: Vec<Json<&[String]>> = products
-        .iter()
-        .map(|p| Json(p.image_urls.as_slice()))
-        .collect();
-    sqlx::query(
-        "INSERT INTO products (id, sku, name, description, category_id, price_minor, currency_code, \
-                               attributes, image_urls, created_at, updated_at) \
-         SELECT id, sku, name, description, category_id, price_minor, currency_code, attributes, \
-                ARRAY(SELECT jsonb_array_elements_text(images)), created_at, created_at \
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::int8[], \
-                     $7::text[], $8::jsonb[], $9::jsonb[], $10::timestamptz[]) \
-              AS t(id, sku, name, description, category_id, price_minor, currency_code, attributes, images, created_at)",
-    )
-    .bind(products.iter().map(|p| p.id).collect::<Vec<_>>())
-    .bind(products.iter().map(|p| p.sku.as_str()).collect::<Vec<_>>())
-    .bind(products.iter().map(|p| p.name.as_str()).collect::<Vec<_>>())
-    .bind(products.iter().map(|p| p.description.as_str()).collect::<Vec<_>>())
-    .bind(products.iter().map(|p| p.category_id).collect::<Vec<_>>())
-    .bind(products.iter().map(|p| p.price_minor).collect::<Vec<_>>())
-    .bind(products.iter().map(|p| p.currency_code).collect::<Vec<_>>())
-    .bind(attributes)
-    .bind(images)
-    .bind(products.iter().map(|p| p.created_at).collect::<Vec<_>>())
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    tracing::info!(
-        categories = catalog.categories.len(),
-        products = products.len(),
-        "seeded the demo catalog"
-    );
-    Ok(())
 }

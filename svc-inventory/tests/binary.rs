@@ -1,0 +1,135 @@
+//! The real `svc-inventory` binary, as an operator runs it: a bad setting of
+//! its own stops it naming the variable, and SIGTERM ends open WatchStock
+//! streams at once, so the drain is not held open by them, and exits cleanly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shopmesh_platform::testing::{INTERNAL_TOKEN, fresh_database_url, redis_url};
+use shopmesh_proto::shop::inventory::v1::WatchStockRequest;
+use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_svc-inventory");
+/// Longer than the test waits: an exit before it proves the streams ended early.
+const DRAIN_SECONDS: u64 = 60;
+
+fn service(port: u16) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(BINARY);
+    command
+        .env("DATABASE_URL", fresh_database_url())
+        .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("SHUTDOWN_DRAIN_SECONDS", DRAIN_SECONDS.to_string())
+        .env("REDIS_URL", redis_url())
+        .env("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test]
+async fn a_bad_inventory_setting_stops_the_binary_naming_the_variable() {
+    for (name, value) in [
+        ("RESERVATION_SWEEP_SECONDS", "0"),
+        ("SEED_DEMO_STOCK", "maybe"),
+    ] {
+        let output = service(free_port())
+            .env(name, value)
+            .output()
+            .await
+            .unwrap();
+        assert!(!output.status.success(), "{name}={value}");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(said.contains(name), "{name}: {said}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_ends_open_watches_and_exits_zero_before_the_drain_bound() {
+    let port = free_port();
+    let mut child = service(port)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut channel = None;
+    for _ in 0..600 {
+        if let Ok(connected) = tonic::transport::Endpoint::from_shared(endpoint.clone())
+            .unwrap()
+            .connect()
+            .await
+        {
+            let status = HealthClient::new(connected.clone())
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await;
+            if status.is_ok_and(|s| s.get_ref().status() == ServingStatus::Serving) {
+                channel = Some(connected);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let channel = channel.expect("svc-inventory became SERVING");
+
+    // The demo stock is seeded by default: watch one of its SKUs.
+    let sku = shopmesh_demo::demo_catalog().products[0].sku.clone();
+    let mut stream = InventoryServiceClient::new(channel)
+        .watch_stock(WatchStockRequest {
+            skus: vec![sku.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        stream.message().await.unwrap().unwrap().stock.unwrap().sku,
+        sku
+    );
+
+    let sent = Instant::now();
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let end = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("the watch ends after SIGTERM");
+    let end = end.unwrap_err();
+    assert_eq!(
+        end.code(),
+        Code::Unavailable,
+        "clients are told to reconnect"
+    );
+    assert!(end.message().contains("shutting down"), "{end:?}");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits well before the drain bound")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(sent.elapsed() < Duration::from_secs(DRAIN_SECONDS));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,166 @@
+//! The Redis cache in front of PostgreSQL, seen from a client: repeated reads
+//! are hits (and are counted), and an admin change is visible on the very next
+//! read of the product and of any cached listing page.
+//!
+//! One test, run as one story: the hit and miss counters are process-wide, so
+//! a second test in this binary could move them too.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Client, authorized, cache_count, search, start_with_identity, token};
+use fred::prelude::KeysInterface;
+use prost_types::FieldMask;
+use shopmesh_proto::shop::common::v1::Money;
+use shopmesh_proto::shop::product::v1::{
+    BatchGetProductsRequest, DeleteProductRequest, GetProductRequest, Product,
+    SearchProductsRequest, UpdateProductRequest,
+};
+use tonic::Code;
+
+async fn get(client: &mut Client, id: &str) -> Result<Product, tonic::Status> {
+    client
+        .get_product(GetProductRequest { id: id.into() })
+        .await
+        .map(|r| r.into_inner().product.unwrap())
+}
+
+async fn set_price(client: &mut Client, admin: &str, id: &str, amount_minor: i64) -> Product {
+    client
+        .update_product(authorized(
+            UpdateProductRequest {
+                product: Some(Product {
+                    id: id.into(),
+                    price: Some(Money {
+                        currency_code: "USD".into(),
+                        amount_minor,
+                    }),
+                    ..Default::default()
+                }),
+                update_mask: Some(FieldMask {
+                    paths: vec!["price".into()],
+                }),
+            },
+            admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap()
+}
+
+fn price(product: &Product) -> i64 {
+    product.price.as_ref().unwrap().amount_minor
+}
+
+#[tokio::test]
+async fn reads_are_cached_and_never_stale_after_an_admin_change() {
+    let (service, mut client, identity) = start_with_identity(&[]).await;
+    let admin = token(&identity, &["admin"]).await;
+    let (id, name): (uuid::Uuid, String) =
+        sqlx::query_as("SELECT id, name FROM products WHERE name = $1")
+            .bind(shopmesh_demo::EXACT_MATCH_NAME)
+            .fetch_one(&service.db)
+            .await
+            .unwrap();
+    let id = id.to_string();
+
+    // The first read misses and fills; the next ones hit.
+    let (hits, misses) = (
+        cache_count(&service, "product", "hit").await,
+        cache_count(&service, "product", "miss").await,
+    );
+    let original = get(&mut client, &id).await.unwrap();
+    assert_eq!(cache_count(&service, "product", "miss").await, misses + 1.0);
+    for _ in 0..3 {
+        assert_eq!(get(&mut client, &id).await.unwrap(), original);
+    }
+    assert_eq!(cache_count(&service, "product", "hit").await, hits + 3.0);
+
+    // The copy sits in Redis under product:v1:<id>, prost-encoded, with a TTL.
+    let redis = shopmesh_platform::redis::connect(
+        &shopmesh_platform::settings::RedisSettings::from_env(
+            &shopmesh_platform::settings::Env::from_pairs([(
+                "REDIS_URL",
+                shopmesh_platform::testing::redis_url(),
+            )]),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let database: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&service.db)
+        .await
+        .unwrap();
+    let key = format!("{database}:product:v1:{id}");
+    let ttl: i64 = redis.pttl(&key).await.unwrap();
+    assert!((1..=300_000).contains(&ttl), "{key} has TTL {ttl} ms");
+
+    // Proof that reads are served from Redis: a change behind the service's
+    // back stays invisible…
+    sqlx::query("UPDATE products SET description = 'changed behind the cache' WHERE id = $1::uuid")
+        .bind(&id)
+        .execute(&service.db)
+        .await
+        .unwrap();
+    assert_eq!(get(&mut client, &id).await.unwrap(), original);
+
+    // …while an admin change is visible on the very next read, single or batched.
+    let updated = set_price(&mut client, &admin, &id, price(&original) + 100).await;
+    assert_eq!(get(&mut client, &id).await.unwrap(), updated);
+    assert_eq!(updated.description, "changed behind the cache");
+    let batch = client
+        .batch_get_products(BatchGetProductsRequest {
+            ids: vec![id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.products, std::slice::from_ref(&updated));
+
+    // Listing pages: the first page of a search is cached (and counted)…
+    let request = SearchProductsRequest {
+        query: name.clone(),
+        ..Default::default()
+    };
+    let (list_hits, list_misses) = (
+        cache_count(&service, "product_list", "hit").await,
+        cache_count(&service, "product_list", "miss").await,
+    );
+    let page = search(&mut client, request.clone()).await;
+    assert_eq!(page.products[0], updated);
+    assert_eq!(search(&mut client, request.clone()).await, page);
+    assert_eq!(
+        cache_count(&service, "product_list", "miss").await,
+        list_misses + 1.0
+    );
+    assert_eq!(
+        cache_count(&service, "product_list", "hit").await,
+        list_hits + 1.0
+    );
+    // …and an admin change reaches it at once.
+    for amount in [1_234, 5_678, 9_012] {
+        let changed = set_price(&mut client, &admin, &id, amount).await;
+        let page = search(&mut client, request.clone()).await;
+        assert_eq!(page.products[0], changed);
+        assert_eq!(price(&get(&mut client, &id).await.unwrap()), amount);
+    }
+
+    // A delete is visible at once too, from the cache's tombstone.
+    client
+        .delete_product(authorized(DeleteProductRequest { id: id.clone() }, &admin))
+        .await
+        .unwrap();
+    let hits = cache_count(&service, "product", "hit").await;
+    assert_eq!(
+        get(&mut client, &id).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(cache_count(&service, "product", "hit").await, hits + 1.0);
+    let page = search(&mut client, request).await;
+    assert!(page.products.iter().all(|p| p.id != id));
+    service.stop().await.unwrap();
+}
