@@ -88,6 +88,15 @@ pub fn internal(err: impl Into<anyhow::Error>) -> Status {
     Status::internal("internal error")
 }
 
+/// The fields an INVALID_ARGUMENT status names, in order (empty for any other status).
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
 /// Parses a UUID field, naming the field when it is not one.
 pub fn parse_uuid(field: &str, value: &str) -> Result<uuid::Uuid, Status> {
     uuid::Uuid::parse_str(value).map_err(|_| invalid_field(field, "must be a UUID"))

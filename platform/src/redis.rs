@@ -1,5 +1,8 @@
 //! Redis through fred: one client (with its own reconnecting connection) per process.
 
+use std::future::Future;
+use std::time::Duration;
+
 use anyhow::Context as _;
 use fred::prelude::*;
 
@@ -21,4 +24,33 @@ pub async fn connect(settings: &RedisSettings) -> anyhow::Result<Client> {
         .await
         .context("cannot reach Redis at REDIS_URL")?;
     Ok(client)
+}
+
+/// Why a bounded Redis call gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum BoundedError {
+    #[error("redis is not connected")]
+    Disconnected,
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+}
+
+/// Runs one command unless Redis is known to be down, for at most `timeout`, so a
+/// cache in front of PostgreSQL can fall back instead of stalling a request. A
+/// command cut off here may still run later: callers keep that harmless (version
+/// checks, generation keys).
+pub async fn bounded<T>(
+    client: &Client,
+    timeout: Duration,
+    command: impl Future<Output = Result<T, fred::error::Error>>,
+) -> Result<T, BoundedError> {
+    if !client.is_connected() {
+        return Err(BoundedError::Disconnected);
+    }
+    match tokio::time::timeout(timeout, command).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(BoundedError::Timeout(timeout)),
+    }
 }

@@ -298,7 +298,6 @@ pub enum InventoryError {
 mod tests {
     use super::*;
     use shopmesh_proto::shop::inventory::v1::ReservationLine;
-    use tonic_types::StatusExt;
 
     fn line(sku: &str, quantity: i32) -> ReservationLine {
         ReservationLine {
@@ -307,13 +306,7 @@ mod tests {
         }
     }
 
-    fn fields(status: &Status) -> Vec<String> {
-        status
-            .get_error_details()
-            .bad_request()
-            .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-            .unwrap_or_default()
-    }
+    use shopmesh_platform::errors::violated_fields as fields;
 
     #[test]
     fn a_valid_request_gets_the_default_ttl() {

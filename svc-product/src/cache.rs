@@ -24,7 +24,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use fred::bytes::Bytes;
-use fred::prelude::{ClientLike, KeysInterface, LuaInterface, Value};
+use fred::prelude::{KeysInterface, LuaInterface, Value};
 use prost::Message;
 use shopmesh_platform::metrics::cache_lookup;
 use shopmesh_proto::shop::product::v1::Product;
@@ -74,15 +74,7 @@ return generation
 /// How long a generation counter outlives the last write (see GENERATIONS).
 const GENERATION_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
-#[derive(Debug, thiserror::Error)]
-pub enum CacheError {
-    #[error("redis is not connected")]
-    Disconnected,
-    #[error("redis did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("redis: {0}")]
-    Redis(#[from] fred::error::Error),
-}
+pub use shopmesh_platform::redis::BoundedError as CacheError;
 
 /// What the cache knows about one product.
 #[derive(Clone, Debug, PartialEq)]
@@ -318,13 +310,7 @@ impl ProductCache {
         timeout: Duration,
         command: impl Future<Output = Result<T, fred::error::Error>>,
     ) -> Result<T, CacheError> {
-        if !self.redis.is_connected() {
-            return Err(CacheError::Disconnected);
-        }
-        match tokio::time::timeout(timeout, command).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(CacheError::Timeout(timeout)),
-        }
+        shopmesh_platform::redis::bounded(&self.redis, timeout, command).await
     }
 }
 

@@ -317,7 +317,6 @@ pub fn is_absolute_http_url(raw: &str) -> bool {
 mod tests {
     use super::*;
     use shopmesh_proto::shop::common::v1::Money;
-    use tonic_types::StatusExt;
 
     fn rules() -> ProductRules {
         ProductRules {
@@ -341,13 +340,7 @@ mod tests {
         }
     }
 
-    fn fields(status: &Status) -> Vec<String> {
-        status
-            .get_error_details()
-            .bad_request()
-            .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-            .unwrap_or_default()
-    }
+    use shopmesh_platform::errors::violated_fields as fields;
 
     #[test]
     fn a_valid_product_is_trimmed_and_kept() {

@@ -183,14 +183,7 @@ mod tests {
         }
     }
 
-    fn fields(status: &Status) -> Vec<String> {
-        use tonic_types::StatusExt;
-        status
-            .get_error_details()
-            .bad_request()
-            .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-            .unwrap_or_default()
-    }
+    use shopmesh_platform::errors::violated_fields as fields;
 
     #[test]
     fn the_country_list_is_iso_3166_alpha_2() {

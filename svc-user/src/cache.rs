@@ -15,7 +15,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use fred::prelude::{ClientLike, HashesInterface, LuaInterface};
+use fred::prelude::{HashesInterface, LuaInterface};
 use uuid::Uuid;
 
 use crate::store::ProfileRecord;
@@ -40,12 +40,8 @@ return 1
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("redis is not connected")]
-    Disconnected,
-    #[error("redis did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("redis: {0}")]
-    Redis(#[from] fred::error::Error),
+    #[error(transparent)]
+    Redis(#[from] shopmesh_platform::redis::BoundedError),
     #[error("the cached profile is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
 }
@@ -120,12 +116,6 @@ impl ProfileCache {
         timeout: Duration,
         command: impl Future<Output = Result<T, fred::error::Error>>,
     ) -> Result<T, CacheError> {
-        if !self.redis.is_connected() {
-            return Err(CacheError::Disconnected);
-        }
-        match tokio::time::timeout(timeout, command).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(CacheError::Timeout(timeout)),
-        }
+        Ok(shopmesh_platform::redis::bounded(&self.redis, timeout, command).await?)
     }
 }

@@ -177,14 +177,8 @@ pub async fn try_login(
 }
 
 /// The fields an INVALID_ARGUMENT names.
-pub fn violated_fields(status: &Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
+#[allow(unused_imports)] // not every test file asks for it
+pub use shopmesh_platform::errors::violated_fields;
 
 /// The `kid` in a JWT's header.
 pub fn kid_of(jwt: &str) -> String {

@@ -293,13 +293,8 @@ pub fn reason(status: &Status) -> String {
         .unwrap_or_default()
 }
 
-pub fn violated_fields(status: &Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
+#[allow(unused_imports)] // not every test file asks for it
+pub use shopmesh_platform::errors::violated_fields;
 
 /// `(on_hand, reserved)` of a SKU straight from the table.
 pub async fn levels(db: &PgPool, sku: &str) -> (i64, i64) {

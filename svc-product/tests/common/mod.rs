@@ -56,13 +56,8 @@ pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
     request
 }
 
-pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
+#[allow(unused_imports)] // not every test file asks for it
+pub use shopmesh_platform::errors::violated_fields;
 
 pub fn error_reason(status: &tonic::Status) -> String {
     status

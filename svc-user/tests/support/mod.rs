@@ -188,13 +188,8 @@ pub fn address(label: &str) -> Address {
 }
 
 /// The fields an INVALID_ARGUMENT names.
-pub fn violated_fields(status: &Status) -> Vec<String> {
-    status
-        .get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
+#[allow(unused_imports)] // not every test file asks for it
+pub use shopmesh_platform::errors::violated_fields;
 
 /// The `ErrorInfo` reason of a domain error.
 pub fn reason(status: &Status) -> String {
