@@ -52,5 +52,7 @@ done
 step "2. GET /v1/me (bearer token, cached profile) — $connections connections for $duration"
 wrk --latency -t 2 -d "$duration" -c "$connections" -H "authorization: Bearer $token" "$url/v1/me"
 
-step "3. POST /v1/auth:login — 8 connections for $duration"
-wrk --latency -t 2 -d "$duration" -c 8 -s "$SHOPMESH_ROOT/scripts/bench-login.lua" "$url/v1/auth:login"
+# 4 connections: svc-auth counts attempts in flight against the per-account limit
+# (5), so more concurrent logins of one account would be refused with 429.
+step "3. POST /v1/auth:login — 4 connections for $duration"
+wrk --latency -t 2 -d "$duration" -c 4 -s "$SHOPMESH_ROOT/scripts/bench-login.lua" "$url/v1/auth:login"
