@@ -234,3 +234,42 @@ impl Drop for TestIdentity {
         self.server.abort();
     }
 }
+
+/// `message` with `authorization: Bearer <token>`, as the gateway forwards it.
+pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// Polls `endpoint` (`http://host:port`) until its overall gRPC health is SERVING,
+/// for at most `timeout`; returns the connected channel.
+pub async fn wait_until_serving(
+    endpoint: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<tonic::transport::Channel> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let endpoint = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?;
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Ok(channel) = endpoint.connect().await {
+            let check = HealthClient::new(channel.clone())
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await;
+            if check.is_ok_and(|s| s.get_ref().status() == ServingStatus::Serving) {
+                return Ok(channel);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    anyhow::bail!(
+        "{} did not become SERVING within {timeout:?}",
+        endpoint.uri()
+    )
+}

@@ -7,13 +7,12 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shopmesh_platform::testing::{INTERNAL_TOKEN, fresh_database_url, redis_url};
+use shopmesh_platform::testing::{
+    INTERNAL_TOKEN, fresh_database_url, redis_url, wait_until_serving,
+};
 use shopmesh_proto::shop::inventory::v1::WatchStockRequest;
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use tonic::Code;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_svc-inventory");
 /// Longer than the test waits: an exit before it proves the streams ended early.
@@ -63,27 +62,9 @@ async fn sigterm_ends_open_watches_and_exits_zero_before_the_drain_bound() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let mut channel = None;
-    for _ in 0..600 {
-        if let Ok(connected) = tonic::transport::Endpoint::from_shared(endpoint.clone())
-            .unwrap()
-            .connect()
-            .await
-        {
-            let status = HealthClient::new(connected.clone())
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await;
-            if status.is_ok_and(|s| s.get_ref().status() == ServingStatus::Serving) {
-                channel = Some(connected);
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let channel = channel.expect("svc-inventory became SERVING");
+    let channel = wait_until_serving(&format!("http://127.0.0.1:{port}"), Duration::from_secs(60))
+        .await
+        .expect("svc-inventory became SERVING");
 
     // The demo stock is seeded by default: watch one of its SKUs.
     let sku = shopmesh_demo::demo_catalog().products[0].sku.clone();

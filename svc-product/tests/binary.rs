@@ -6,9 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
+use shopmesh_platform::testing::wait_until_serving;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_svc-product");
 
@@ -57,27 +55,9 @@ async fn sigterm_drains_and_exits_zero() {
         .spawn()
         .unwrap();
 
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let mut serving = false;
-    for _ in 0..300 {
-        if let Ok(channel) = tonic::transport::Endpoint::from_shared(endpoint.clone())
-            .unwrap()
-            .connect()
-            .await
-        {
-            let status = HealthClient::new(channel)
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await;
-            if status.is_ok_and(|s| s.get_ref().status() == ServingStatus::Serving) {
-                serving = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(serving, "svc-product never became SERVING");
+    wait_until_serving(&format!("http://127.0.0.1:{port}"), Duration::from_secs(30))
+        .await
+        .expect("svc-product became SERVING");
 
     let pid = child.id().unwrap().to_string();
     assert!(

@@ -85,12 +85,7 @@ pub fn random_client_ip() -> String {
 }
 
 pub fn bearer<T>(message: T, access_token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {access_token}").parse().unwrap(),
-    );
-    request
+    shopmesh_platform::testing::with_bearer(message, access_token)
 }
 
 pub fn internal<T>(message: T) -> Request<T> {

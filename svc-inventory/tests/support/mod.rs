@@ -46,12 +46,7 @@ pub struct User {
 impl User {
     /// `message` with this user's bearer token, as the gateway forwards it.
     pub fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", self.token).parse().unwrap(),
-        );
-        request
+        shopmesh_platform::testing::with_bearer(message, &self.token)
     }
 }
 

@@ -49,11 +49,7 @@ pub async fn token(identity: &TestIdentity, roles: &[&str]) -> String {
 
 /// `message` with `authorization: Bearer <token>`.
 pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
+    shopmesh_platform::testing::with_bearer(message, token)
 }
 
 #[allow(unused_imports)] // not every test file asks for it
