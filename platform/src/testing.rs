@@ -27,6 +27,20 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// The Kafka-protocol broker tests run against: `TEST_KAFKA_BROKERS`, which
+/// `make test` always sets. Panics when unset, so Kafka tests fail loudly
+/// instead of skipping; run them through `scripts/test.sh`, or start a broker
+/// (`eval "$(scripts/infra.sh kafka)"`) and export `TEST_KAFKA_BROKERS=$KAFKA_BROKERS`.
+pub fn kafka_brokers() -> String {
+    match std::env::var("TEST_KAFKA_BROKERS") {
+        Ok(brokers) if !brokers.trim().is_empty() => brokers,
+        _ => panic!(
+            "TEST_KAFKA_BROKERS is not set: run `make test`, or start a broker with \
+             `eval \"$(scripts/infra.sh kafka)\"` and export TEST_KAFKA_BROKERS=$KAFKA_BROKERS"
+        ),
+    }
+}
+
 /// A URL naming a brand-new, not yet existing database on the test server.
 pub fn fresh_database_url() -> String {
     let server = server_url();
@@ -73,6 +87,9 @@ impl TestService {
             ("REDIS_URL", redis_url().as_str()),
             ("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN),
         ]);
+        if let Ok(brokers) = std::env::var("TEST_KAFKA_BROKERS") {
+            env = env.with("KAFKA_BROKERS", brokers);
+        }
         for (name, value) in extra {
             env = env.with(name, *value);
         }
