@@ -61,6 +61,8 @@ pub struct TestService {
     pub metrics_addr: SocketAddr,
     /// A separate pool on the service's database, for assertions on rows.
     pub db: PgPool,
+    /// The service's database, e.g. to start it again on the same data.
+    pub database_url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -93,6 +95,8 @@ impl TestService {
         for (name, value) in extra {
             env = env.with(name, *value);
         }
+        // A test may name the database itself, e.g. to restart on the same one.
+        let database_url = env.raw("DATABASE_URL").unwrap_or(database_url);
         let settings = ServiceSettings::from_env(spec, &env)?;
         let running = crate::app::start(spec, env, settings, build).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -105,6 +109,7 @@ impl TestService {
             grpc_addr,
             metrics_addr,
             db,
+            database_url,
             stop: Some(stop),
             task: Some(task),
         })

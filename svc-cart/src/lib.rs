@@ -1,10 +1,30 @@
-//! The cart service: shopping carts in Redis, checkout.
+//! The cart service: shopping carts in Redis, for anonymous visitors and
+//! signed-in shoppers, showing current prices and stock on every read.
 //!
-//! Its contract (`proto/shop/cart/v1`) and plumbing are in place; every RPC
-//! answers UNIMPLEMENTED until the catalog, cart and inventory issue (#4) lands.
+//! - Storage and atomicity: `store` (one Redis hash per cart, every change one
+//!   Lua script). Carts are the only copy of what a shopper picked: run their
+//!   Redis with AOF persistence (`appendonly yes`, `appendfsync everysec`) and
+//!   `maxmemory-policy noeviction`, optionally as a Redis of its own
+//!   (`CART_REDIS_URL`); see docs/deploy.md, "Redis for carts".
+//! - Current prices and availability: `catalog` (svc-product, svc-inventory)
+//!   and `view`.
+//! - Checkout is not implemented yet: it arrives with the checkout issue (#5).
+//!
+//! Nothing is kept in PostgreSQL; the service still has its database (and an
+//! empty `migrations/`) like every other.
 
 mod api;
+mod catalog;
+mod error;
+mod metrics;
+mod settings;
+mod store;
+mod view;
 
+pub use settings::CartSettings;
+
+use anyhow::Context as _;
+use shopmesh_platform::auth::ServiceCredentials;
 use shopmesh_platform::{Context, GrpcServer, ServiceSpec};
 use shopmesh_proto::shop::cart::v1::cart_service_server::CartServiceServer;
 
@@ -17,9 +37,22 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     migrator: &MIGRATOR,
 };
 
+/// Builds the service on a prepared context. The channels to svc-product and
+/// svc-inventory connect lazily, so the cart starts while they are down.
 pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
+    let settings = CartSettings::from_env(&ctx.env)?;
+    let redis = match &settings.cart_redis {
+        Some(cart_redis) => shopmesh_platform::redis::connect(cart_redis)
+            .await
+            .context("cannot reach the cart Redis at CART_REDIS_URL")?,
+        None => ctx.redis.clone(),
+    };
+    let credentials = ServiceCredentials::new(SPEC.name, &ctx.settings.auth.internal_token)?;
+    let catalog = catalog::Catalog::connect(&settings, credentials)?;
+    let carts = store::Carts::new(redis, settings.idle_ttl);
+    let api = api::CartApi::new(carts, catalog);
     Ok(ctx
         .grpc
-        .add_service(CartServiceServer::new(api::CartApi))
-        .pending_note("it arrives with the catalog, cart and inventory issue (#4)"))
+        .add_service(CartServiceServer::new(api))
+        .pending_note("Checkout arrives with the checkout issue (#5)"))
 }

@@ -1,12 +1,33 @@
 //! The order service: orders and the checkout saga.
 //!
-//! Its contract (`proto/shop/order/v1`) and plumbing are in place; every RPC
-//! answers UNIMPLEMENTED until the checkout issue (#5) lands.
+//! CreateOrder prices the lines from svc-product, tokenizes the payment
+//! method with svc-payment, and stores the order PENDING together with its
+//! saga in one transaction (idempotent per user and key). A runner then
+//! drives the saga (reserve stock → authorize → commit stock → capture),
+//! persisted step by step in PostgreSQL, compensating on failure; any
+//! replica, or the same one after a restart, resumes what is in flight.
+//! Status changes are announced with LISTEN/NOTIFY to WatchOrder streams and
+//! to the RPCs waiting for a saga to settle. See `docs/checkout.md`.
 
 mod api;
+mod clients;
+pub mod events;
+mod metrics;
+pub mod order;
+mod runner;
+pub mod saga;
+pub mod settings;
+mod store;
+mod watch;
 
+use std::future::Future;
+
+use futures::FutureExt;
+use shopmesh_platform::auth::ServiceCredentials;
 use shopmesh_platform::{Context, GrpcServer, ServiceSpec};
 use shopmesh_proto::shop::order::v1::order_service_server::OrderServiceServer;
+
+pub use settings::OrderSettings;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -17,9 +38,35 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     migrator: &MIGRATOR,
 };
 
+/// Builds the service on a prepared context. The saga runner and WatchOrder
+/// streams run until the service's database pool closes (what tests use).
 pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
-    Ok(ctx
-        .grpc
-        .add_service(OrderServiceServer::new(api::OrderApi))
-        .pending_note("it arrives with the checkout issue (#5)"))
+    build_until(ctx, std::future::pending()).await
+}
+
+/// Builds the service; when `shutdown` resolves, the saga runner stops
+/// claiming sagas (each one it drives finishes its current step and is let
+/// go, for another replica or the next start) and open WatchOrder streams end
+/// with UNAVAILABLE so they do not hold the drain open. The binary passes
+/// its shutdown signal.
+pub async fn build_until(
+    ctx: Context,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<GrpcServer> {
+    let settings = OrderSettings::from_env(&ctx.env)?;
+    let credentials = ServiceCredentials::new(SPEC.name, &ctx.settings.auth.internal_token)?;
+    let clients = clients::Clients::connect(&settings, credentials)?;
+    let store = store::Store::new(ctx.db.clone());
+    let shutdown = shutdown.shared();
+    let watch = watch::OrderWatch::start(&ctx.db, shutdown.clone()).await?;
+    let runner = runner::spawn(store.clone(), clients.clone(), &settings, shutdown);
+    let api = api::OrderApi::new(
+        store,
+        clients,
+        runner,
+        watch,
+        settings.saga_timeout,
+        settings.response_wait,
+    );
+    Ok(ctx.grpc.add_service(OrderServiceServer::new(api)))
 }

@@ -1,12 +1,23 @@
-//! The payment service: payments through provider adapters.
-//!
-//! Its contract (`proto/shop/payment/v1`) and plumbing are in place; every RPC
-//! answers UNIMPLEMENTED until the checkout issue (#5) lands.
+//! The payment service: card payments for orders through a provider (the
+//! simulated card network by default, or a Stripe-like HTTP provider).
+//! Authorize, capture, void and refund are idempotent by key; every provider
+//! call is a recorded transaction; a card number is never stored or logged.
 
 mod api;
+pub mod events;
+pub mod payment;
+mod payments;
+pub mod provider;
+pub mod settings;
+mod store;
+
+use std::sync::Arc;
 
 use shopmesh_platform::{Context, GrpcServer, ServiceSpec};
 use shopmesh_proto::shop::payment::v1::payment_service_server::PaymentServiceServer;
+
+use crate::provider::{PaymentProvider, Provider};
+use crate::settings::PaymentSettings;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -17,9 +28,28 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     migrator: &MIGRATOR,
 };
 
+/// Builds the service with the provider its settings name.
 pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
-    Ok(ctx
-        .grpc
-        .add_service(PaymentServiceServer::new(api::PaymentApi))
-        .pending_note("it arrives with the checkout issue (#5)"))
+    let settings = PaymentSettings::from_env(&ctx.env)?;
+    let provider = settings.provider()?;
+    Ok(serve(ctx, provider))
+}
+
+/// Builds the service on `provider` (tests bring their own, to count calls),
+/// bounded by the configured provider timeout.
+pub async fn build_with_provider(
+    ctx: Context,
+    provider: Arc<dyn PaymentProvider>,
+) -> anyhow::Result<GrpcServer> {
+    let settings = PaymentSettings::from_env(&ctx.env)?;
+    Ok(serve(
+        ctx,
+        Provider::new(provider, settings.provider_timeout),
+    ))
+}
+
+fn serve(ctx: Context, provider: Provider) -> GrpcServer {
+    let payments = payments::Payments::new(ctx.db, provider);
+    ctx.grpc
+        .add_service(PaymentServiceServer::new(api::PaymentApi::new(payments)))
 }

@@ -19,6 +19,7 @@ use shopmesh_proto::shop::product::v1::{
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::availability::Availability;
 use crate::cache::{Cached, ProductCache};
 use crate::catalog::{CategoryNode, ListQuery, MAX_BATCH, SortOrder, build_tree};
 use crate::error::CatalogError;
@@ -35,15 +36,23 @@ pub struct ProductApi {
     cache: ProductCache,
     rules: ProductRules,
     stock: StockWatch,
+    availability: Availability,
 }
 
 impl ProductApi {
-    pub fn new(store: Store, cache: ProductCache, rules: ProductRules, stock: StockWatch) -> Self {
+    pub fn new(
+        store: Store,
+        cache: ProductCache,
+        rules: ProductRules,
+        stock: StockWatch,
+        availability: Availability,
+    ) -> Self {
         Self {
             store,
             cache,
             rules,
             stock,
+            availability,
         }
     }
 
@@ -125,6 +134,8 @@ impl From<ProductRecord> for Product {
             image_urls: record.image_urls,
             create_time: Some(timestamp(record.created_at)),
             update_time: Some(timestamp(record.updated_at)),
+            // Filled as the product leaves (see `Availability`), never cached.
+            available_quantity: 0,
         }
     }
 }
@@ -202,11 +213,12 @@ impl ProductService for ProductApi {
         request: Request<GetProductRequest>,
     ) -> Result<Response<GetProductResponse>, Status> {
         let id = errors::parse_uuid("id", &request.get_ref().id)?;
-        let product = self
+        let mut product = self
             .load_products(&[id])
             .await?
             .remove(&id)
             .ok_or(CatalogError::ProductNotFound(id))?;
+        self.availability.fill([&mut product]);
         Ok(Response::new(GetProductResponse {
             product: Some(product),
         }))
@@ -243,6 +255,7 @@ impl ProductService for ProductApi {
                 None => response.missing_ids.push(raw.clone()),
             }
         }
+        self.availability.fill(&mut response.products);
         Ok(Response::new(response))
     }
 
@@ -262,15 +275,16 @@ impl ProductService for ProductApi {
             Some(_) => None,
         };
         if let Some((_, Some(page))) = &slot
-            && let Ok(response) = ListProductsResponse::decode(page.as_ref())
+            && let Ok(mut response) = ListProductsResponse::decode(page.as_ref())
         {
+            self.availability.fill(&mut response.products);
             return Ok(Response::new(response));
         }
         self.require_category(query.category_id).await?;
         let rows = self.store.list(&query).await.map_err(CatalogError::from)?;
         let (products, next_page_token) =
             finish_page(rows, query.page_size, query.order, &fingerprint);
-        let response = ListProductsResponse {
+        let mut response = ListProductsResponse {
             products,
             next_page_token,
         };
@@ -279,6 +293,7 @@ impl ProductService for ProductApi {
                 .store_listing(&slot, response.encode_to_vec())
                 .await;
         }
+        self.availability.fill(&mut response.products);
         Ok(Response::new(response))
     }
 
@@ -308,8 +323,9 @@ impl ProductService for ProductApi {
             }
         };
         if let Some((_, Some(page))) = &slot
-            && let Ok(response) = SearchProductsResponse::decode(page.as_ref())
+            && let Ok(mut response) = SearchProductsResponse::decode(page.as_ref())
         {
+            self.availability.fill(&mut response.products);
             return Ok(Response::new(response));
         }
         let cached_facets = match &facets_slot {
@@ -343,6 +359,7 @@ impl ProductService for ProductApi {
                 .store_listing(&slot, response.encode_to_vec())
                 .await;
         }
+        self.availability.fill(&mut response.products);
         Ok(Response::new(response))
     }
 
@@ -351,14 +368,27 @@ impl ProductService for ProductApi {
         &self,
         _request: Request<ListCategoriesRequest>,
     ) -> Result<Response<ListCategoriesResponse>, Status> {
+        // The counts change only with admin writes, which drop cached listings.
+        let slot = self.cache.listing("categories", "tree", false).await;
+        if let Some((_, Some(tree))) = &slot
+            && let Ok(response) = ListCategoriesResponse::decode(tree.as_ref())
+        {
+            return Ok(Response::new(response));
+        }
         let rows = self
             .store
             .category_counts()
             .await
             .map_err(CatalogError::from)?;
-        Ok(Response::new(ListCategoriesResponse {
+        let response = ListCategoriesResponse {
             categories: build_tree(rows).into_iter().map(Into::into).collect(),
-        }))
+        };
+        if let Some((slot, None)) = slot {
+            self.cache
+                .store_listing(&slot, response.encode_to_vec())
+                .await;
+        }
+        Ok(Response::new(response))
     }
 
     #[tracing::instrument(skip_all)]
@@ -370,11 +400,12 @@ impl ProductService for ProductApi {
         let draft = self.rules.new_product(request.get_ref().product.as_ref())?;
         let record = self.store.create(Uuid::now_v7(), &draft).await?;
         let (id, version) = (record.id, record.version);
-        let product = Product::from(record);
+        let mut product = Product::from(record);
         self.cache
             .after_write(id, version, Some(product.clone()))
             .await;
         self.stock.resync();
+        self.availability.fill([&mut product]);
         tracing::info!(%admin, product = %id, sku = %product.sku, "product created");
         Ok(Response::new(CreateProductResponse {
             product: Some(product),
@@ -406,8 +437,10 @@ impl ProductService for ProductApi {
             let draft = self.rules.merge(current.draft(), incoming, &fields)?;
             if draft == current.draft() {
                 // Nothing changes: no new version, nothing to invalidate.
+                let mut product = Product::from(current);
+                self.availability.fill([&mut product]);
                 return Ok(Response::new(UpdateProductResponse {
-                    product: Some(current.into()),
+                    product: Some(product),
                 }));
             }
             let Some(updated) = self.store.update(id, current.version, &draft).await? else {
@@ -416,13 +449,14 @@ impl ProductService for ProductApi {
             };
             let version = updated.version;
             let sku_changed = updated.sku != current.sku;
-            let product = Product::from(updated);
+            let mut product = Product::from(updated);
             self.cache
                 .after_write(id, version, Some(product.clone()))
                 .await;
             if sku_changed {
                 self.stock.resync();
             }
+            self.availability.fill([&mut product]);
             let fields: Vec<&str> = fields.iter().map(|f| f.path()).collect();
             tracing::info!(%admin, product = %id, version, ?fields, "product updated");
             return Ok(Response::new(UpdateProductResponse {

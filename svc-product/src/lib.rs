@@ -4,6 +4,7 @@
 //! stream. Seeded with a deterministic demo catalog on first start.
 
 mod api;
+mod availability;
 mod cache;
 mod catalog;
 mod error;
@@ -58,10 +59,16 @@ pub async fn product_service(
     };
     let cache = cache::ProductCache::new(ctx.redis.clone(), prefix, settings.cache_ttl);
     let store = store::Store::new(ctx.db.clone());
-    let stock = stock::StockWatch::spawn(store.clone(), cache.clone(), &settings.inventory_url)?;
+    let availability = availability::Availability::load(&ctx.db).await?;
+    let stock = stock::StockWatch::spawn(
+        store.clone(),
+        cache.clone(),
+        availability.clone(),
+        &settings.inventory_url,
+    )?;
     let rules = product::ProductRules {
         currency: settings.currency,
     };
-    let api = api::ProductApi::new(store, cache, rules, stock);
+    let api = api::ProductApi::new(store, cache, rules, stock, availability);
     Ok(ProductServiceServer::new(api))
 }

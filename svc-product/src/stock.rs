@@ -26,6 +26,7 @@ use shopmesh_proto::shop::inventory::v1::{Stock, WatchStockRequest};
 use tokio::sync::Notify;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::availability::Availability;
 use crate::cache::ProductCache;
 use crate::store::Store;
 use crate::store::stock::{StockLevel, apply_levels, forget_unlisted};
@@ -48,7 +49,12 @@ pub struct StockWatch {
 impl StockWatch {
     /// Starts the subscription in the background; it never blocks start-up and
     /// keeps retrying while inventory is unreachable.
-    pub fn spawn(store: Store, cache: ProductCache, inventory_url: &str) -> anyhow::Result<Self> {
+    pub fn spawn(
+        store: Store,
+        cache: ProductCache,
+        availability: Availability,
+        inventory_url: &str,
+    ) -> anyhow::Result<Self> {
         let channel = Endpoint::from_shared(inventory_url.to_owned())
             .context("INVENTORY_GRPC_URL is not a valid URL")?
             .connect_timeout(Duration::from_secs(5))
@@ -60,6 +66,7 @@ impl StockWatch {
         tokio::spawn(supervise(
             store,
             cache,
+            availability,
             InventoryServiceClient::new(channel),
             resync.clone(),
         ));
@@ -88,6 +95,7 @@ impl Drop for Group {
 async fn supervise(
     store: Store,
     cache: ProductCache,
+    availability: Availability,
     client: InventoryServiceClient<Channel>,
     resync: Arc<Notify>,
 ) {
@@ -114,6 +122,7 @@ async fn supervise(
                                 client.clone(),
                                 store.clone(),
                                 cache.clone(),
+                                availability.clone(),
                             )),
                             skus,
                         }),
@@ -122,6 +131,7 @@ async fn supervise(
                 if let Err(err) = forget_unlisted(store.pool()).await {
                     tracing::warn!(error = %err, "cannot forget stock of unlisted SKUs");
                 }
+                availability.retain(&wanted);
                 tracing::debug!(
                     streams = groups.len(),
                     skus = wanted.len(),
@@ -184,6 +194,7 @@ async fn follow_group(
     mut client: InventoryServiceClient<Channel>,
     store: Store,
     cache: ProductCache,
+    availability: Availability,
 ) {
     let mut pause = FIRST_RETRY;
     let mut failing = false;
@@ -192,7 +203,13 @@ async fn follow_group(
             return;
         }
         let mut delivered = false;
-        let outcome = follow_once(&skus, &mut client, &store, &cache, &mut delivered).await;
+        let outcome = follow_once(
+            &skus,
+            &mut client,
+            (&store, &cache, &availability),
+            &mut delivered,
+        )
+        .await;
         if delivered {
             pause = FIRST_RETRY;
         }
@@ -218,8 +235,7 @@ async fn follow_group(
 async fn follow_once(
     skus: &[String],
     client: &mut InventoryServiceClient<Channel>,
-    store: &Store,
-    cache: &ProductCache,
+    (store, cache, availability): (&Store, &ProductCache, &Availability),
     delivered: &mut bool,
 ) -> anyhow::Result<()> {
     let stream = client
@@ -245,6 +261,7 @@ async fn follow_once(
         let flips = apply_levels(store.pool(), &levels)
             .await
             .context("cannot store stock levels")?;
+        availability.record(&levels);
         *delivered |= !levels.is_empty();
         if flips > 0
             && let Err(err) = cache.after_stock_change().await

@@ -9,14 +9,17 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use common::{authorized, eventually, search, search_all, start_with_identity, token};
+use common::{
+    Client, authorized, eventually, search, search_all, start_with, start_with_identity, token,
+};
 use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::inventory::v1::inventory_service_server::{
     InventoryService, InventoryServiceServer,
 };
 use shopmesh_proto::shop::inventory::v1::{Stock, WatchStockRequest, WatchStockResponse};
 use shopmesh_proto::shop::product::v1::{
-    CreateProductRequest, DeleteProductRequest, Product, SearchProductsRequest,
+    BatchGetProductsRequest, CreateProductRequest, DeleteProductRequest, GetProductRequest,
+    ListProductsRequest, Product, SearchProductsRequest,
 };
 use sqlx::PgPool;
 use tokio::sync::broadcast;
@@ -358,5 +361,122 @@ async fn an_inventory_that_starts_late_is_picked_up() {
         async move { levels_stored(&db).await == 1200 }
     })
     .await;
+    service.stop().await.unwrap();
+}
+
+/// `available_quantity` of one product as GetProduct, BatchGetProducts and a
+/// search for its name show it (the last two possibly from the cache).
+async fn shown_availability(client: &mut Client, id: &str, name: &str) -> [i64; 3] {
+    let got = client
+        .get_product(GetProductRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap();
+    let batch = client
+        .batch_get_products(BatchGetProductsRequest {
+            ids: vec![id.into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .products;
+    let found = search(
+        client,
+        SearchProductsRequest {
+            query: name.into(),
+            page_size: 5,
+            ..Default::default()
+        },
+    )
+    .await;
+    let searched = found.products.iter().find(|p| p.id == id).unwrap();
+    [
+        got.available_quantity,
+        batch[0].available_quantity,
+        searched.available_quantity,
+    ]
+}
+
+#[tokio::test]
+async fn product_reads_show_current_availability_even_from_the_cache() {
+    let inventory = FakeInventory::with_demo_stock();
+    let url = inventory.start().await;
+    let (service, mut client, _identity) =
+        start_with_identity(&[("INVENTORY_GRPC_URL", url.as_str())]).await;
+    let db = service.db.clone();
+    eventually(20, "every demo SKU has a level", || {
+        let db = db.clone();
+        async move { levels_stored(&db).await == 1200 }
+    })
+    .await;
+    let catalog = shopmesh_demo::demo_catalog();
+    let demo = catalog
+        .products
+        .iter()
+        .find(|p| p.initial_stock > 5)
+        .unwrap();
+    let (id, name): (uuid::Uuid, String) =
+        sqlx::query_as("SELECT id, name FROM products WHERE sku = $1")
+            .bind(&demo.sku)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    let id = id.to_string();
+    let initial = demo.initial_stock;
+    // Twice: the second round is served from the product and page caches.
+    for _ in 0..2 {
+        assert_eq!(
+            shown_availability(&mut client, &id, &name).await,
+            [initial; 3]
+        );
+    }
+    let listed = client
+        .list_products(ListProductsRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .products;
+    for product in &listed {
+        let expected = catalog
+            .products
+            .iter()
+            .find(|p| p.sku == product.sku)
+            .map_or(0, |p| p.initial_stock);
+        assert_eq!(product.available_quantity, expected, "{}", product.sku);
+    }
+
+    // Stock moves: every read shows it, cached copies included.
+    inventory.set(&demo.sku, 3);
+    eventually(10, "reads show the new level", || {
+        let mut client = client.clone();
+        let (id, name) = (id.clone(), name.clone());
+        async move { shown_availability(&mut client, &id, &name).await == [3; 3] }
+    })
+    .await;
+    inventory.set(&demo.sku, 0);
+    eventually(10, "reads show the sell-out", || {
+        let mut client = client.clone();
+        let (id, name) = (id.clone(), name.clone());
+        async move { shown_availability(&mut client, &id, &name).await == [0; 3] }
+    })
+    .await;
+    inventory.set(&demo.sku, 11);
+    eventually(10, "reads show the restock", || {
+        let mut client = client.clone();
+        let (id, name) = (id.clone(), name.clone());
+        async move { shown_availability(&mut client, &id, &name).await == [11; 3] }
+    })
+    .await;
+    let database_url = service.database_url.clone();
+    service.stop().await.unwrap();
+
+    // A restart with inventory unreachable still shows the last known levels.
+    let (service, mut client) = start_with(&[("DATABASE_URL", database_url.as_str())]).await;
+    assert_eq!(shown_availability(&mut client, &id, &name).await, [11; 3]);
     service.stop().await.unwrap();
 }

@@ -32,17 +32,29 @@ pub async fn stack() -> Stack {
     )
     .await
     .unwrap();
+    let router = gateway(&identity, &[("PRODUCT", product.endpoint())]);
+    Stack {
+        product,
+        router,
+        identity,
+    }
+}
+
+/// The gateway's router in front of `upstreams` (`("CART", url)`: the
+/// `CART_GRPC_URL`), trusting `identity`; the upstreams not named point at a
+/// closed port.
+pub fn gateway(identity: &TestIdentity, upstreams: &[(&str, String)]) -> axum::Router {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
     let mut env = Env::from_pairs([
-        ("PRODUCT_GRPC_URL", product.endpoint()),
         ("AUTH_GRPC_URL", identity.auth_url.clone()),
         ("BODY_LIMIT_BYTES", "2048".to_owned()),
     ]);
     for name in [
         "USER",
+        "PRODUCT",
         "INVENTORY",
         "CART",
         "ORDER",
@@ -50,7 +62,11 @@ pub async fn stack() -> Stack {
         "NOTIFICATION",
         "RECOMMENDATION",
     ] {
-        env = env.with(&format!("{name}_GRPC_URL"), format!("http://{closed}"));
+        let url = upstreams
+            .iter()
+            .find(|(upstream, _)| *upstream == name)
+            .map_or_else(|| format!("http://{closed}"), |(_, url)| url.clone());
+        env = env.with(&format!("{name}_GRPC_URL"), url);
     }
     let settings = GatewaySettings::from_env(&env).unwrap();
     let verifier = TokenVerifier::new(
@@ -60,12 +76,7 @@ pub async fn stack() -> Stack {
         "shopmesh",
     );
     let state = gateway::app_state(&settings, Arc::new(verifier)).unwrap();
-    let router = gateway::router(Arc::new(state), &Cors::Disabled);
-    Stack {
-        product,
-        router,
-        identity,
-    }
+    gateway::router(Arc::new(state), &Cors::Disabled)
 }
 
 pub struct Reply {

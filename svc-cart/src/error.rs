@@ -1,0 +1,121 @@
+//! The cart's domain errors and their one conversion to gRPC statuses.
+
+use shopmesh_platform::errors;
+use shopmesh_platform::redis::BoundedError;
+use tonic::{Code, Status};
+
+use crate::store::{MAX_LINES, MAX_QUANTITY};
+
+/// A service the cart calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dependency {
+    Product,
+    Inventory,
+}
+
+impl Dependency {
+    /// The binary's name, as in logs and the `dependency` metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Product => "svc-product",
+            Self::Inventory => "svc-inventory",
+        }
+    }
+
+    /// What the shopper is told cannot be checked.
+    fn what(self) -> &'static str {
+        match self {
+            Self::Product => "the catalog",
+            Self::Inventory => "stock levels",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CartError {
+    /// An anonymous cart that never existed or expired.
+    #[error("cart {0} not found")]
+    CartNotFound(String),
+    #[error("SKU {0} is not in the cart")]
+    LineNotFound(String),
+    /// Unknown to the catalog, or deleted from it.
+    #[error("product {0} not found")]
+    ProductNotFound(String),
+    /// The change would take the cart beyond [`MAX_LINES`] lines.
+    #[error("the cart would hold {lines} lines")]
+    CartFull { lines: i64 },
+    /// The change would take a line beyond [`MAX_QUANTITY`] units.
+    #[error("the line for SKU {sku} would hold {units} units")]
+    TooManyUnits { sku: String, units: i64 },
+    /// A dependency that could not be reached in time.
+    #[error("{} is unavailable: {}", .0.name(), .1.message())]
+    Unavailable(Dependency, Status),
+    /// A dependency that answered with an error the cart did not expect.
+    #[error("{} failed: {:?} {}", .0.name(), .1.code(), .1.message())]
+    DependencyFailed(Dependency, Status),
+    #[error("cart storage: {0}")]
+    Storage(#[from] BoundedError),
+    #[error("cart {key} holds unreadable data: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+impl CartError {
+    /// Names the SKU in a line's refusal (the scripts answer without it).
+    pub fn for_sku(self, sku: &str) -> Self {
+        match self {
+            Self::LineNotFound(_) => Self::LineNotFound(sku.to_owned()),
+            Self::TooManyUnits { units, .. } => Self::TooManyUnits {
+                sku: sku.to_owned(),
+                units,
+            },
+            other => other,
+        }
+    }
+}
+
+impl From<CartError> for Status {
+    fn from(err: CartError) -> Self {
+        match err {
+            CartError::CartNotFound(id) => errors::not_found("cart", &id),
+            CartError::LineNotFound(sku) => errors::domain_error(
+                Code::NotFound,
+                "CART_LINE_NOT_FOUND",
+                format!("SKU {sku} is not in the cart"),
+            ),
+            CartError::ProductNotFound(id) => errors::not_found("product", &id),
+            CartError::CartFull { lines } => errors::domain_error(
+                Code::ResourceExhausted,
+                "CART_FULL",
+                format!(
+                    "a cart holds at most {MAX_LINES} lines; this would make {lines}: \
+                     remove a line first"
+                ),
+            ),
+            CartError::TooManyUnits { sku, units } => errors::invalid_field(
+                "quantity",
+                &format!(
+                    "the line for SKU {sku} would hold {units} units; \
+                     a line holds 1 to {MAX_QUANTITY}"
+                ),
+            ),
+            CartError::Unavailable(dependency, status) => {
+                tracing::warn!(
+                    dependency = dependency.name(),
+                    code = ?status.code(),
+                    message = status.message(),
+                    "dependency unavailable"
+                );
+                Status::unavailable(format!(
+                    "{} cannot be checked right now; try again shortly",
+                    dependency.what()
+                ))
+            }
+            err @ CartError::DependencyFailed(..) => errors::internal(err),
+            CartError::Storage(err) => {
+                tracing::warn!(error = %err, "cart storage unavailable");
+                Status::unavailable("carts are unavailable right now; try again shortly")
+            }
+            err @ CartError::Corrupt { .. } => errors::internal(err),
+        }
+    }
+}

@@ -1,0 +1,574 @@
+//! Carts in Redis: one hash per cart, changed only by Lua scripts.
+//!
+//! Keys:
+//! - `cart:<cart id>`: an anonymous cart; its TTL is the idle lifetime
+//!   (`CART_IDLE_TTL_SECONDS`), set again by every change, so Redis itself
+//!   forgets a cart nobody touched for 7 days.
+//! - `cart:user:<user id>`: a signed-in user's cart, created by the first call
+//!   that names "mine"; no TTL. Its `id` is reachable only as "mine", never as
+//!   `cart:<id>`, so nobody else can use it by id.
+//!
+//! Fields of a cart hash:
+//! - `id` (cart UUIDv7), `user` (owner, empty for anonymous), `created` and
+//!   `updated` (ms since the epoch), `seq` (the last line number handed out);
+//! - per line, keyed by SKU: `q:<sku>` the quantity (an integer, so scripts
+//!   add to it), `o:<sku>` the line's number (lines show in the order they were
+//!   first added), `l:<sku>` a JSON [`AddedLine`]: product id, and the name,
+//!   image and price seen when the line was added. The price is kept only to
+//!   tell the shopper it changed (PRICE_CHANGED); every read shows current
+//!   prices and stock from svc-product and svc-inventory.
+//!
+//! Atomicity: every change is one Lua script (EVAL), which Redis runs alone, so
+//! the read-check-write of a change (does the line exist, does it fit 1..99,
+//! does the cart have room for line 101) can never interleave with another
+//! request's, whichever replica sent it. Two concurrent adds of one SKU both
+//! count; a merge (one script over both carts) cannot lose a line added at the
+//! same time. Each script answers with the cart as it left it, read in the same
+//! atomic step. Merge touches two keys in one script: fine on a standalone or
+//! Sentinel Redis; a Redis Cluster would need both keys in one hash slot.
+//!
+//! Every call is bounded by a timeout and refused at once while Redis is
+//! disconnected (UNAVAILABLE to the client). A call cut off by the timeout may
+//! still run: the shopper sees an error for a change that did happen, as with
+//! any timed-out write, and sees the truth on the next read.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fred::prelude::{Client, LuaInterface, Value};
+use serde::{Deserialize, Serialize};
+use shopmesh_platform::redis::bounded;
+use uuid::Uuid;
+
+use crate::error::CartError;
+
+/// Lines a cart may hold.
+pub const MAX_LINES: usize = 100;
+/// Units a line may hold.
+pub const MAX_QUANTITY: i32 = 99;
+
+/// How long one Redis call may take before the client is told UNAVAILABLE.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Shared by every script. KEYS[1]: the cart; ARGV[1]: now (ms); ARGV[2]: the
+/// idle TTL in seconds (0: none); ARGV[3]: the id of a cart created now;
+/// ARGV[4]: its owner, empty for an anonymous cart, which scripts never create
+/// (an unknown or expired anonymous cart stays NOT_FOUND).
+macro_rules! cart_script {
+    ($body:literal) => {
+        concat!(
+            r"
+local cart = KEYS[1]
+local now, ttl = ARGV[1], tonumber(ARGV[2])
+local function open(key)
+  if redis.call('EXISTS', key) == 1 then return true end
+  if ARGV[4] == '' then return false end
+  redis.call('HSET', key, 'id', ARGV[3], 'user', ARGV[4], 'created', now, 'updated', now, 'seq', 0)
+  return true
+end
+local function touch(key)
+  redis.call('HSET', key, 'updated', now)
+  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+end
+local function skus(key)
+  local found = {}
+  for _, field in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(field, 1, 2) == 'q:' then found[#found + 1] = string.sub(field, 3) end
+  end
+  return found
+end
+local function drop(key, sku)
+  return redis.call('HDEL', key, 'q:' .. sku, 'o:' .. sku, 'l:' .. sku)
+end
+local function reply(status, key)
+  return {status, redis.call('PTTL', key), redis.call('HGETALL', key)}
+end
+local function refuse(status, number)
+  return {status, number, {}}
+end
+",
+            $body
+        )
+    };
+}
+
+const READ: &str = cart_script!(
+    r"
+if not open(cart) then return refuse('NOT_FOUND', 0) end
+return reply('OK', cart)
+"
+);
+
+const CREATE: &str = cart_script!(
+    r"
+redis.call('HSET', cart, 'id', ARGV[3], 'user', '', 'created', now, 'updated', now, 'seq', 0)
+redis.call('EXPIRE', cart, ttl)
+return reply('OK', cart)
+"
+);
+
+/// ARGV[5]: SKU; ARGV[6]: units to add; ARGV[7]: the line's JSON, kept when the
+/// line is new; ARGV[8]: most lines; ARGV[9]: most units per line.
+const ADD: &str = cart_script!(
+    r"
+if not open(cart) then return refuse('NOT_FOUND', 0) end
+local sku, add = ARGV[5], tonumber(ARGV[6])
+local current = tonumber(redis.call('HGET', cart, 'q:' .. sku) or 0)
+if current + add > tonumber(ARGV[9]) then return refuse('TOO_MANY_UNITS', current + add) end
+if current == 0 then
+  local lines = #skus(cart)
+  if lines >= tonumber(ARGV[8]) then return refuse('CART_FULL', lines + 1) end
+  local seq = redis.call('HINCRBY', cart, 'seq', 1)
+  redis.call('HSET', cart, 'o:' .. sku, seq, 'l:' .. sku, ARGV[7])
+end
+redis.call('HINCRBY', cart, 'q:' .. sku, add)
+touch(cart)
+return reply('OK', cart)
+"
+);
+
+/// ARGV[5]: SKU; ARGV[6]: the new quantity, 0 removes the line.
+const UPDATE: &str = cart_script!(
+    r"
+if not open(cart) then return refuse('NOT_FOUND', 0) end
+local sku, quantity = ARGV[5], tonumber(ARGV[6])
+if redis.call('HEXISTS', cart, 'q:' .. sku) == 0 then return refuse('LINE_NOT_FOUND', 0) end
+if quantity == 0 then drop(cart, sku) else redis.call('HSET', cart, 'q:' .. sku, quantity) end
+touch(cart)
+return reply('OK', cart)
+"
+);
+
+/// ARGV[5]: SKU. Removing a line that is not there changes nothing.
+const REMOVE: &str = cart_script!(
+    r"
+if not open(cart) then return refuse('NOT_FOUND', 0) end
+if drop(cart, ARGV[5]) == 0 then return reply('UNCHANGED', cart) end
+touch(cart)
+return reply('OK', cart)
+"
+);
+
+const CLEAR: &str = cart_script!(
+    r"
+if not open(cart) then return refuse('NOT_FOUND', 0) end
+local lines = skus(cart)
+if #lines == 0 then return reply('UNCHANGED', cart) end
+for _, sku in ipairs(lines) do drop(cart, sku) end
+touch(cart)
+return reply('OK', cart)
+"
+);
+
+/// KEYS[1]: the user's cart (created when missing); KEYS[2]: the anonymous
+/// cart, deleted once its lines moved. ARGV[5]: most lines; ARGV[6]: most
+/// units per line. All or nothing: a merge that would exceed the line limit
+/// changes neither cart.
+const MERGE: &str = cart_script!(
+    r"
+open(cart)
+local from = KEYS[2]
+if redis.call('EXISTS', from) == 0 then return reply('UNCHANGED', cart) end
+local incoming = {}
+for _, sku in ipairs(skus(from)) do
+  incoming[#incoming + 1] = {sku = sku, seq = tonumber(redis.call('HGET', from, 'o:' .. sku)) or 0}
+end
+table.sort(incoming, function(a, b) return a.seq < b.seq end)
+local lines = #skus(cart)
+for _, line in ipairs(incoming) do
+  if redis.call('HEXISTS', cart, 'q:' .. line.sku) == 0 then lines = lines + 1 end
+end
+if lines > tonumber(ARGV[5]) then return refuse('CART_FULL', lines) end
+for _, line in ipairs(incoming) do
+  local sku = line.sku
+  local units = tonumber(redis.call('HGET', from, 'q:' .. sku))
+  local current = tonumber(redis.call('HGET', cart, 'q:' .. sku) or 0)
+  if current == 0 then
+    local seq = redis.call('HINCRBY', cart, 'seq', 1)
+    redis.call('HSET', cart, 'o:' .. sku, seq, 'l:' .. sku, redis.call('HGET', from, 'l:' .. sku))
+  end
+  redis.call('HSET', cart, 'q:' .. sku, math.min(current + units, tonumber(ARGV[6])))
+end
+redis.call('DEL', from)
+if #incoming > 0 then touch(cart) end
+return reply('OK', cart)
+"
+);
+
+/// Which cart a call is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CartRef {
+    /// A cart id from CreateCart.
+    Anonymous(Uuid),
+    /// "mine": the signed-in user's cart.
+    User(Uuid),
+}
+
+impl CartRef {
+    /// The cart's Redis key.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Anonymous(id) => format!("cart:{id}"),
+            Self::User(user) => format!("cart:user:{user}"),
+        }
+    }
+
+    /// How the cart is named to the client.
+    fn label(&self) -> String {
+        match self {
+            Self::Anonymous(id) => id.to_string(),
+            Self::User(_) => "mine".to_owned(),
+        }
+    }
+}
+
+/// A price as seen when a line was added.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenPrice {
+    pub currency_code: String,
+    pub amount_minor: i64,
+}
+
+/// What a line remembers of the moment it was first added (`l:<sku>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddedLine {
+    pub product_id: String,
+    /// Shown only once the product is gone from the catalog.
+    pub name: String,
+    pub image_url: String,
+    pub add_time_ms: i64,
+    pub price: SeenPrice,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineRecord {
+    pub sku: String,
+    pub quantity: i32,
+    /// Position: lines show in the order they were first added.
+    pub seq: i64,
+    pub added: AddedLine,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CartRecord {
+    pub id: String,
+    /// The owner of a user's cart; empty for an anonymous cart.
+    pub user_id: String,
+    pub create_time_ms: i64,
+    pub update_time_ms: i64,
+    /// When an anonymous cart expires unless changed (ms since the epoch).
+    pub expire_time_ms: Option<i64>,
+    /// In the order they were first added.
+    pub lines: Vec<LineRecord>,
+}
+
+impl CartRecord {
+    pub fn product_ids(&self) -> impl Iterator<Item = &str> {
+        self.lines.iter().map(|l| l.added.product_id.as_str())
+    }
+
+    pub fn skus(&self) -> impl Iterator<Item = &str> {
+        self.lines.iter().map(|l| l.sku.as_str())
+    }
+}
+
+/// A change's result: the cart as the change left it, and whether anything
+/// changed (a repeated remove, or a merge of a cart already merged, does not).
+#[derive(Debug)]
+pub struct Changed {
+    pub cart: CartRecord,
+    pub changed: bool,
+}
+
+/// The carts, shared by every handler (cloning shares the connection).
+#[derive(Clone)]
+pub struct Carts {
+    redis: Client,
+    idle_ttl: Duration,
+}
+
+impl Carts {
+    pub fn new(redis: Client, idle_ttl: Duration) -> Self {
+        Self { redis, idle_ttl }
+    }
+
+    /// Starts an empty anonymous cart.
+    pub async fn create(&self) -> Result<CartRecord, CartError> {
+        let cart = CartRef::Anonymous(Uuid::now_v7());
+        Ok(self.run(CREATE, &cart, &[], Vec::new()).await?.cart)
+    }
+
+    /// The cart; a user's cart is created on first use.
+    pub async fn read(&self, cart: &CartRef) -> Result<CartRecord, CartError> {
+        Ok(self.run(READ, cart, &[], Vec::new()).await?.cart)
+    }
+
+    /// Adds `units` of `sku`: a new line remembering `added`, or more of the
+    /// line the cart already has.
+    pub async fn add(
+        &self,
+        cart: &CartRef,
+        sku: &str,
+        units: i32,
+        added: &AddedLine,
+    ) -> Result<Changed, CartError> {
+        let json = serde_json::to_string(added).map_err(|err| CartError::Corrupt {
+            key: cart.key(),
+            reason: err.to_string(),
+        })?;
+        let args = vec![
+            sku.to_owned(),
+            units.to_string(),
+            json,
+            MAX_LINES.to_string(),
+            MAX_QUANTITY.to_string(),
+        ];
+        self.run(ADD, cart, &[], args)
+            .await
+            .map_err(|e| e.for_sku(sku))
+    }
+
+    /// Sets a line's quantity; 0 removes it.
+    pub async fn update(
+        &self,
+        cart: &CartRef,
+        sku: &str,
+        quantity: i32,
+    ) -> Result<Changed, CartError> {
+        let args = vec![sku.to_owned(), quantity.to_string()];
+        self.run(UPDATE, cart, &[], args)
+            .await
+            .map_err(|e| e.for_sku(sku))
+    }
+
+    pub async fn remove(&self, cart: &CartRef, sku: &str) -> Result<Changed, CartError> {
+        self.run(REMOVE, cart, &[], vec![sku.to_owned()]).await
+    }
+
+    pub async fn clear(&self, cart: &CartRef) -> Result<Changed, CartError> {
+        self.run(CLEAR, cart, &[], Vec::new()).await
+    }
+
+    /// Moves the lines of `anonymous` into `user`'s cart and deletes it.
+    pub async fn merge(&self, user: Uuid, anonymous: Uuid) -> Result<Changed, CartError> {
+        let from = CartRef::Anonymous(anonymous).key();
+        let args = vec![MAX_LINES.to_string(), MAX_QUANTITY.to_string()];
+        self.run(MERGE, &CartRef::User(user), &[from], args).await
+    }
+
+    /// Runs one script on `cart` (and `other_keys`) with the common arguments
+    /// followed by `args`.
+    async fn run(
+        &self,
+        script: &'static str,
+        cart: &CartRef,
+        other_keys: &[String],
+        args: Vec<String>,
+    ) -> Result<Changed, CartError> {
+        // An anonymous cart's id is its key's; a user's cart gets a new id
+        // when this call creates it.
+        let (id, owner, ttl) = match cart {
+            CartRef::Anonymous(id) => (*id, String::new(), self.idle_ttl.as_secs()),
+            CartRef::User(user) => (Uuid::now_v7(), user.to_string(), 0),
+        };
+        let key = cart.key();
+        let mut keys = vec![key.clone()];
+        keys.extend_from_slice(other_keys);
+        let mut all_args = vec![now_ms().to_string(), ttl.to_string(), id.to_string(), owner];
+        all_args.extend(args);
+        let reply: Value = bounded(
+            &self.redis,
+            REDIS_TIMEOUT,
+            self.redis.eval(script, keys, all_args),
+        )
+        .await?;
+        decode(cart, &key, reply)
+    }
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Turns a script's `{status, number, fields}` into the cart or the refusal.
+fn decode(cart: &CartRef, key: &str, reply: Value) -> Result<Changed, CartError> {
+    let corrupt = |reason: &str| CartError::Corrupt {
+        key: key.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut parts = reply.into_array().into_iter();
+    let status = parts
+        .next()
+        .and_then(Value::into_string)
+        .ok_or_else(|| corrupt("no status in the script's reply"))?;
+    let number = parts.next().and_then(|v| v.as_i64()).unwrap_or_default();
+    let fields: Vec<Value> = match parts.next() {
+        Some(Value::Array(fields)) => fields,
+        _ => Vec::new(),
+    };
+    let changed = match status.as_str() {
+        "OK" => true,
+        "UNCHANGED" => false,
+        "NOT_FOUND" => return Err(CartError::CartNotFound(cart.label())),
+        "LINE_NOT_FOUND" => return Err(CartError::LineNotFound(String::new())),
+        "CART_FULL" => return Err(CartError::CartFull { lines: number }),
+        "TOO_MANY_UNITS" => {
+            return Err(CartError::TooManyUnits {
+                sku: String::new(),
+                units: number,
+            });
+        }
+        other => return Err(corrupt(&format!("unknown script status {other:?}"))),
+    };
+    let mut pairs = Vec::with_capacity(fields.len() / 2);
+    let mut fields = fields.into_iter();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        match (name.into_string(), value.into_string()) {
+            (Some(name), Some(value)) => pairs.push((name, value)),
+            _ => return Err(corrupt("a field is not text")),
+        }
+    }
+    let ttl_ms = match cart {
+        CartRef::Anonymous(_) => Some(number),
+        CartRef::User(_) => None,
+    };
+    let record = cart_from_fields(pairs, ttl_ms).map_err(|reason| corrupt(&reason))?;
+    Ok(Changed {
+        cart: record,
+        changed,
+    })
+}
+
+/// Builds a cart from its hash fields; `ttl_ms` is the key's remaining time
+/// to live for an anonymous cart.
+fn cart_from_fields(
+    fields: Vec<(String, String)>,
+    ttl_ms: Option<i64>,
+) -> Result<CartRecord, String> {
+    let mut record = CartRecord {
+        id: String::new(),
+        user_id: String::new(),
+        create_time_ms: 0,
+        update_time_ms: 0,
+        expire_time_ms: ttl_ms.filter(|ttl| *ttl >= 0).map(|ttl| now_ms() + ttl),
+        lines: Vec::new(),
+    };
+    let mut quantities = std::collections::HashMap::new();
+    let mut positions = std::collections::HashMap::new();
+    let mut added = std::collections::HashMap::new();
+    let number = |name: &str, value: &str| {
+        value
+            .parse::<i64>()
+            .map_err(|_| format!("{name} is not a number: {value:?}"))
+    };
+    for (name, value) in fields {
+        match name.split_once(':') {
+            Some(("q", sku)) => {
+                let quantity = i32::try_from(number(&name, &value)?)
+                    .map_err(|_| format!("{name} is out of range"))?;
+                quantities.insert(sku.to_owned(), quantity);
+            }
+            Some(("o", sku)) => {
+                positions.insert(sku.to_owned(), number(&name, &value)?);
+            }
+            Some(("l", sku)) => {
+                let line: AddedLine = serde_json::from_str(&value)
+                    .map_err(|err| format!("{name} is not a line: {err}"))?;
+                added.insert(sku.to_owned(), line);
+            }
+            _ => match name.as_str() {
+                "id" => record.id = value,
+                "user" => record.user_id = value,
+                "created" => record.create_time_ms = number(&name, &value)?,
+                "updated" => record.update_time_ms = number(&name, &value)?,
+                _ => {}
+            },
+        }
+    }
+    for (sku, quantity) in quantities {
+        let added = added
+            .remove(&sku)
+            .ok_or_else(|| format!("line {sku} has no l:{sku}"))?;
+        let seq = positions.get(&sku).copied().unwrap_or(i64::MAX);
+        record.lines.push(LineRecord {
+            sku,
+            quantity,
+            seq,
+            added,
+        });
+    }
+    record
+        .lines
+        .sort_by(|a, b| a.seq.cmp(&b.seq).then_with(|| a.sku.cmp(&b.sku)));
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line_json(product: &str) -> String {
+        serde_json::to_string(&AddedLine {
+            product_id: product.into(),
+            name: "Lamp".into(),
+            image_url: String::new(),
+            add_time_ms: 1,
+            price: SeenPrice {
+                currency_code: "USD".into(),
+                amount_minor: 1999,
+            },
+        })
+        .unwrap()
+    }
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn lines_come_back_in_the_order_they_were_added() {
+        let (a, b) = (line_json("a"), line_json("b"));
+        let record = cart_from_fields(
+            fields(&[
+                ("id", "c1"),
+                ("user", ""),
+                ("created", "10"),
+                ("updated", "20"),
+                ("seq", "2"),
+                ("q:ZZ-1", "3"),
+                ("o:ZZ-1", "1"),
+                ("l:ZZ-1", &a),
+                ("q:AA-2", "1"),
+                ("o:AA-2", "2"),
+                ("l:AA-2", &b),
+            ]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(record.id, "c1");
+        assert_eq!((record.create_time_ms, record.update_time_ms), (10, 20));
+        let skus: Vec<_> = record.skus().collect();
+        assert_eq!(skus, ["ZZ-1", "AA-2"]);
+        assert_eq!(record.lines[0].quantity, 3);
+        assert_eq!(record.expire_time_ms, None);
+    }
+
+    #[test]
+    fn a_line_without_its_details_is_reported_not_dropped() {
+        let err = cart_from_fields(fields(&[("id", "c1"), ("q:SKU-1", "1")]), None).unwrap_err();
+        assert!(err.contains("SKU-1"), "{err}");
+    }
+
+    #[test]
+    fn keys_keep_user_carts_apart_from_anonymous_ones() {
+        let id = Uuid::now_v7();
+        assert_eq!(CartRef::Anonymous(id).key(), format!("cart:{id}"));
+        assert_eq!(CartRef::User(id).key(), format!("cart:user:{id}"));
+    }
+}

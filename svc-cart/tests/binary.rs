@@ -1,0 +1,117 @@
+//! The real `svc-cart` binary, as an operator runs it: a bad cart setting
+//! stops it naming the variable; it starts and serves while svc-product and
+//! svc-inventory are down (their channels connect lazily), says which issue
+//! brings Checkout, and SIGTERM drains and exits cleanly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use shopmesh_platform::testing::{
+    INTERNAL_TOKEN, TestIdentity, fresh_database_url, redis_url, wait_until_serving, with_bearer,
+};
+use shopmesh_proto::shop::cart::v1::cart_service_client::CartServiceClient;
+use shopmesh_proto::shop::cart::v1::{CheckoutRequest, CreateCartRequest};
+use tonic::Code;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_svc-cart");
+/// Nothing listens here.
+const NOWHERE: &str = "http://127.0.0.1:9";
+
+fn service(port: u16) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(BINARY);
+    command
+        .env("DATABASE_URL", fresh_database_url())
+        .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("SHUTDOWN_DRAIN_SECONDS", "3")
+        .env("REDIS_URL", redis_url())
+        .env("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN)
+        .env("PRODUCT_GRPC_URL", NOWHERE)
+        .env("INVENTORY_GRPC_URL", NOWHERE)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test]
+async fn a_bad_cart_setting_stops_the_binary_naming_the_variable() {
+    for (name, value) in [
+        ("CART_IDLE_TTL_SECONDS", "0"),
+        ("PRODUCT_GRPC_URL", "svc-product:50053"),
+        ("CART_REDIS_URL", "http://carts:6379"),
+    ] {
+        let output = service(free_port())
+            .env(name, value)
+            .output()
+            .await
+            .unwrap();
+        assert!(!output.status.success(), "{name}={value}");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(said.contains(name), "{name}: {said}");
+    }
+}
+
+#[tokio::test]
+async fn it_serves_without_its_dependencies_and_drains_on_sigterm() {
+    let identity = TestIdentity::start().await.unwrap();
+    let (_, _, token) = identity.sign_in(&[]).await.unwrap();
+    let port = free_port();
+    let mut child = service(port)
+        .env("AUTH_GRPC_URL", &identity.auth_url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let channel = wait_until_serving(&format!("http://127.0.0.1:{port}"), Duration::from_secs(60))
+        .await
+        .expect("svc-cart became SERVING");
+
+    let mut client = CartServiceClient::new(channel);
+    let cart = client
+        .create_cart(CreateCartRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .cart
+        .unwrap();
+    assert!(cart.lines.is_empty());
+    let err = client
+        .checkout(with_bearer(CheckoutRequest::default(), &token))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert_eq!(
+        err.message(),
+        "not implemented yet: Checkout arrives with the checkout issue (#5)"
+    );
+
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // A hang guard, not a speed check: the drain bound is 3 s.
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,329 @@
+//! What svc-cart's integration tests share: a small shop of real services on
+//! fresh databases (svc-inventory with the demo stock, svc-product with the
+//! demo catalog, svc-cart in front of both), all trusting one stand-in
+//! identity provider; an admin to change prices, products and stock; shoppers;
+//! and a Redis client to look at the carts' keys.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::time::Duration;
+
+use shopmesh_demo::SeedProduct;
+use shopmesh_platform::settings::{RedisSettings, Secret};
+use shopmesh_platform::testing::{TestIdentity, TestService, redis_url, with_bearer};
+use shopmesh_proto::shop::cart::v1::cart_service_client::CartServiceClient;
+use shopmesh_proto::shop::cart::v1::{
+    AddCartItemRequest, Cart, CartLine, CreateCartRequest, GetCartRequest,
+};
+use shopmesh_proto::shop::common::v1::Money;
+use shopmesh_proto::shop::inventory::v1::SetStockRequest;
+use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
+use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
+use shopmesh_proto::shop::product::v1::{DeleteProductRequest, Product, UpdateProductRequest};
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+use tonic_types::StatusExt;
+use uuid::Uuid;
+
+pub type CartClient = CartServiceClient<Channel>;
+
+/// Nothing listens here: a dependency that is down.
+pub const NOWHERE: &str = "http://127.0.0.1:9";
+
+pub struct Shop {
+    pub identity: TestIdentity,
+    pub inventory: TestService,
+    pub product: TestService,
+    pub cart: TestService,
+    admin: String,
+}
+
+/// A signed-in shopper.
+pub struct Shopper {
+    pub id: Uuid,
+    pub token: String,
+}
+
+impl Shopper {
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        with_bearer(message, &self.token)
+    }
+}
+
+impl Shop {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// The shop, with `cart_settings` on top of svc-cart's test settings.
+    pub async fn start_with(cart_settings: &[(&str, &str)]) -> Self {
+        let identity = TestIdentity::start().await.expect("identity starts");
+        let auth = identity.auth_url.as_str();
+        let inventory = TestService::spawn(
+            &svc_inventory::SPEC,
+            &[
+                ("AUTH_GRPC_URL", auth),
+                ("RESERVATION_SWEEP_SECONDS", "3600"),
+                ("DB_ACQUIRE_TIMEOUT_SECONDS", "30"),
+            ],
+            svc_inventory::build,
+        )
+        .await
+        .expect("svc-inventory starts");
+        // svc-product's own stock stream is not what the cart reads: keep it idle.
+        let product = TestService::spawn(
+            &svc_product::SPEC,
+            &[
+                ("AUTH_GRPC_URL", auth),
+                ("INVENTORY_GRPC_URL", NOWHERE),
+                ("DB_ACQUIRE_TIMEOUT_SECONDS", "30"),
+            ],
+            svc_product::build,
+        )
+        .await
+        .expect("svc-product starts");
+        let (product_url, inventory_url) = (product.endpoint(), inventory.endpoint());
+        let mut settings = vec![
+            ("PRODUCT_GRPC_URL", product_url.as_str()),
+            ("INVENTORY_GRPC_URL", inventory_url.as_str()),
+        ];
+        settings.extend_from_slice(cart_settings);
+        let cart = spawn_cart(auth, &settings).await;
+        let admin = identity.sign_in(&["admin"]).await.unwrap().2;
+        Self {
+            identity,
+            inventory,
+            product,
+            cart,
+            admin,
+        }
+    }
+
+    /// Another svc-cart on the same Redis, with `settings` on top of the
+    /// shop's (e.g. a dependency that is down).
+    pub async fn another_cart(&self, settings: &[(&str, &str)]) -> TestService {
+        let (product_url, inventory_url) = (self.product.endpoint(), self.inventory.endpoint());
+        let mut all = vec![
+            ("PRODUCT_GRPC_URL", product_url.as_str()),
+            ("INVENTORY_GRPC_URL", inventory_url.as_str()),
+        ];
+        all.extend_from_slice(settings);
+        spawn_cart(&self.identity.auth_url, &all).await
+    }
+
+    pub async fn client(&self) -> CartClient {
+        client_of(&self.cart).await
+    }
+
+    pub async fn shopper(&self) -> Shopper {
+        let (id, _, token) = self.identity.sign_in(&[]).await.unwrap();
+        Shopper { id, token }
+    }
+
+    /// An admin changes a product's price.
+    pub async fn set_price(&self, product_id: &str, amount_minor: i64) {
+        let mut client = ProductServiceClient::new(self.product.channel().await.unwrap());
+        client
+            .update_product(with_bearer(
+                UpdateProductRequest {
+                    product: Some(Product {
+                        id: product_id.to_owned(),
+                        price: Some(Money {
+                            currency_code: "USD".into(),
+                            amount_minor,
+                        }),
+                        ..Product::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["price".into()],
+                    }),
+                },
+                &self.admin,
+            ))
+            .await
+            .expect("the admin changes the price");
+    }
+
+    /// An admin removes a product from the catalog.
+    pub async fn delete_product(&self, product_id: &str) {
+        let mut client = ProductServiceClient::new(self.product.channel().await.unwrap());
+        client
+            .delete_product(with_bearer(
+                DeleteProductRequest {
+                    id: product_id.to_owned(),
+                },
+                &self.admin,
+            ))
+            .await
+            .expect("the admin deletes the product");
+    }
+
+    /// An admin sets a SKU's on-hand count.
+    pub async fn set_stock(&self, sku: &str, on_hand: i64) {
+        let mut client = InventoryServiceClient::new(self.inventory.channel().await.unwrap());
+        client
+            .set_stock(with_bearer(
+                SetStockRequest {
+                    sku: sku.to_owned(),
+                    on_hand,
+                    reason: "cart test".into(),
+                },
+                &self.admin,
+            ))
+            .await
+            .expect("the admin sets the stock");
+    }
+}
+
+pub async fn spawn_cart(auth_url: &str, settings: &[(&str, &str)]) -> TestService {
+    let mut all = vec![("AUTH_GRPC_URL", auth_url)];
+    all.extend_from_slice(settings);
+    TestService::spawn(&svc_cart::SPEC, &all, svc_cart::build)
+        .await
+        .expect("svc-cart starts")
+}
+
+pub async fn client_of(service: &TestService) -> CartClient {
+    CartServiceClient::new(service.channel().await.expect("connects"))
+}
+
+/// Demo products with plenty of stock (at least 100 units), in catalog order.
+pub fn stocked_products() -> Vec<SeedProduct> {
+    shopmesh_demo::demo_catalog()
+        .products
+        .into_iter()
+        .filter(|p| p.initial_stock >= 100)
+        .collect()
+}
+
+/// A new anonymous cart's id.
+pub async fn new_cart(client: &mut CartClient) -> String {
+    client
+        .create_cart(CreateCartRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .cart
+        .unwrap()
+        .id
+}
+
+pub fn add(cart_id: &str, product: &SeedProduct, quantity: i32) -> AddCartItemRequest {
+    AddCartItemRequest {
+        cart_id: cart_id.to_owned(),
+        product_id: product.id.to_string(),
+        quantity,
+    }
+}
+
+pub fn get(cart_id: &str) -> GetCartRequest {
+    GetCartRequest {
+        cart_id: cart_id.to_owned(),
+    }
+}
+
+/// The cart of a response, which every cart method returns.
+pub fn cart_of<T: HasCart>(response: Result<tonic::Response<T>, Status>) -> Cart {
+    response.expect("the call succeeds").into_inner().cart()
+}
+
+pub trait HasCart {
+    fn cart(self) -> Cart;
+}
+
+macro_rules! has_cart {
+    ($($response:ident),*) => {
+        $(impl HasCart for shopmesh_proto::shop::cart::v1::$response {
+            fn cart(self) -> Cart {
+                self.cart.expect("a cart in the response")
+            }
+        })*
+    };
+}
+has_cart!(
+    CreateCartResponse,
+    GetCartResponse,
+    AddCartItemResponse,
+    UpdateCartItemResponse,
+    RemoveCartItemResponse,
+    ClearCartResponse,
+    MergeCartsResponse
+);
+
+/// `(sku, quantity)` of every line, in the cart's order.
+pub fn quantities(cart: &Cart) -> Vec<(String, i32)> {
+    cart.lines
+        .iter()
+        .map(|l| (l.sku.clone(), l.quantity))
+        .collect()
+}
+
+pub fn line<'a>(cart: &'a Cart, sku: &str) -> &'a CartLine {
+    cart.lines
+        .iter()
+        .find(|l| l.sku == sku)
+        .unwrap_or_else(|| panic!("no line {sku} in {:?}", quantities(cart)))
+}
+
+#[allow(unused_imports)] // not every test file asks for it
+pub use shopmesh_platform::errors::violated_fields;
+
+pub fn error_reason(status: &Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+/// A Redis client on `url`, to look at keys directly.
+pub async fn redis_at(url: &str) -> fred::prelude::Client {
+    shopmesh_platform::redis::connect(&RedisSettings {
+        url: Secret::new(url.to_owned()),
+    })
+    .await
+    .expect("redis connects")
+}
+
+/// A Redis client on the tests' shared Redis.
+pub async fn redis() -> fred::prelude::Client {
+    redis_at(&redis_url()).await
+}
+
+/// Polls `check` until it returns `Some`, for at most `seconds`.
+pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while tokio::time::Instant::now() < deadline {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// The sum of the samples of `metric` on `service`'s `/metrics` whose labels
+/// include every one of `labels` (0 when there are none).
+pub async fn metric(service: &TestService, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(service.metrics_addr)
+        .await
+        .unwrap();
+    let request = "GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{metric}{{")))
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(name, value)| line.contains(&format!("{name}=\"{value}\"")))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -1,0 +1,448 @@
+//! What svc-order's integration tests share: the real svc-product (demo
+//! catalog), svc-inventory (demo stock), svc-payment (simulated card network)
+//! and svc-order, each on its own fresh database, behind the platform's
+//! stand-in identity provider; shoppers and an admin with valid tokens;
+//! svc-cart's service credential for CreateOrder; and a payment service
+//! stand-in that forwards to the real one but can refuse authorizations with
+//! UNAVAILABLE, as a payment service that is down would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use shopmesh_demo::SeedProduct;
+use shopmesh_platform::auth::ServiceCredentials;
+use shopmesh_platform::settings::Secret;
+use shopmesh_platform::testing::{INTERNAL_TOKEN, TestIdentity, TestService, with_bearer};
+use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
+use shopmesh_proto::shop::inventory::v1::{GetStockRequest, SetStockRequest, Stock};
+use shopmesh_proto::shop::order::v1::order_service_client::OrderServiceClient;
+use shopmesh_proto::shop::order::v1::{
+    CreateOrderLine, CreateOrderRequest, GetOrderRequest, ListOrderStatusHistoryRequest, Order,
+    OrderStatus, ShippingAddress, StatusChange,
+};
+use shopmesh_proto::shop::payment::v1::payment_service_client::PaymentServiceClient;
+use shopmesh_proto::shop::payment::v1::payment_service_server::{
+    PaymentService, PaymentServiceServer,
+};
+use shopmesh_proto::shop::payment::v1::{self as payment, ListOrderPaymentsRequest, Payment};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use tonic_types::StatusExt;
+use uuid::Uuid;
+
+pub type InternalOrderClient = OrderServiceClient<InterceptedService<Channel, ServiceCredentials>>;
+
+pub const APPROVED: &str = "4242424242424242";
+pub const DECLINED: &str = "4000000000000002";
+
+/// A signed-in user with a valid access token.
+#[derive(Clone)]
+pub struct User {
+    pub id: Uuid,
+    token: String,
+}
+
+impl User {
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        with_bearer(message, &self.token)
+    }
+}
+
+pub fn credentials(name: &str) -> ServiceCredentials {
+    ServiceCredentials::new(name, &Secret::new(INTERNAL_TOKEN.to_owned())).unwrap()
+}
+
+/// Settings every svc-order under test gets unless the test says otherwise.
+const ORDER_DEFAULTS: &[(&str, &str)] = &[
+    ("ORDER_SAGA_LEASE_SECONDS", "10"),
+    ("DB_ACQUIRE_TIMEOUT_SECONDS", "30"),
+];
+
+pub struct Shop {
+    pub identity: TestIdentity,
+    pub product: TestService,
+    pub inventory: TestService,
+    pub payment: TestService,
+    order: Option<TestService>,
+    pub gate: PaymentGate,
+    pub admin: User,
+}
+
+impl Shop {
+    /// Every service, svc-order calling the real payment service.
+    pub async fn start() -> Self {
+        Self::start_with(false, &[]).await
+    }
+
+    /// Every service; with `gated`, svc-order reaches payment through the
+    /// gate (closed: authorizations are UNAVAILABLE until it opens).
+    pub async fn start_with(gated: bool, extra: &[(&str, &str)]) -> Self {
+        let identity = TestIdentity::start()
+            .await
+            .expect("identity provider starts");
+        let auth = identity.auth_url.clone();
+        let inventory = TestService::spawn(
+            &svc_inventory::SPEC,
+            &[
+                ("AUTH_GRPC_URL", auth.as_str()),
+                ("RESERVATION_SWEEP_SECONDS", "3600"),
+                ("DB_ACQUIRE_TIMEOUT_SECONDS", "30"),
+            ],
+            svc_inventory::build,
+        )
+        .await
+        .expect("svc-inventory starts");
+        let inventory_url = inventory.endpoint();
+        let product = TestService::spawn(
+            &svc_product::SPEC,
+            &[
+                ("AUTH_GRPC_URL", auth.as_str()),
+                ("INVENTORY_GRPC_URL", inventory_url.as_str()),
+            ],
+            svc_product::build,
+        )
+        .await
+        .expect("svc-product starts");
+        let payment = TestService::spawn(
+            &svc_payment::SPEC,
+            &[("AUTH_GRPC_URL", auth.as_str())],
+            svc_payment::build,
+        )
+        .await
+        .expect("svc-payment starts");
+        let gate = PaymentGate::start(&payment.endpoint()).await;
+        let payment_url = if gated {
+            gate.url.clone()
+        } else {
+            payment.endpoint()
+        };
+        let product_url = product.endpoint();
+        let mut settings = vec![
+            ("AUTH_GRPC_URL", auth.as_str()),
+            ("PRODUCT_GRPC_URL", product_url.as_str()),
+            ("INVENTORY_GRPC_URL", inventory_url.as_str()),
+            ("PAYMENT_GRPC_URL", payment_url.as_str()),
+        ];
+        settings.extend_from_slice(ORDER_DEFAULTS);
+        settings.extend_from_slice(extra);
+        let order = TestService::spawn(&svc_order::SPEC, &settings, svc_order::build)
+            .await
+            .expect("svc-order starts");
+        let (id, _, token) = identity.sign_in(&["admin"]).await.unwrap();
+        Self {
+            identity,
+            product,
+            inventory,
+            payment,
+            order: Some(order),
+            gate,
+            admin: User { id, token },
+        }
+    }
+
+    /// svc-order as it runs now.
+    pub fn order(&self) -> &TestService {
+        self.order.as_ref().expect("svc-order runs")
+    }
+
+    /// Stops svc-order (as SIGTERM would) and starts a new process on the
+    /// same database, calling payment at `payment_url`.
+    pub async fn restart_order(&mut self, payment_url: &str) {
+        let old = self.order.take().expect("svc-order runs");
+        let database_url = old.database_url.clone();
+        old.stop().await.unwrap();
+        self.order = Some(self.order_service_again(&database_url, payment_url).await);
+    }
+
+    async fn order_service_again(&self, database_url: &str, payment_url: &str) -> TestService {
+        let auth = self.identity.auth_url.clone();
+        let product_url = self.product.endpoint();
+        let inventory_url = self.inventory.endpoint();
+        let mut settings = vec![
+            ("DATABASE_URL", database_url),
+            ("AUTH_GRPC_URL", auth.as_str()),
+            ("PRODUCT_GRPC_URL", product_url.as_str()),
+            ("INVENTORY_GRPC_URL", inventory_url.as_str()),
+            ("PAYMENT_GRPC_URL", payment_url),
+        ];
+        settings.extend_from_slice(ORDER_DEFAULTS);
+        TestService::spawn(&svc_order::SPEC, &settings, svc_order::build)
+            .await
+            .expect("svc-order starts again")
+    }
+
+    pub async fn shopper(&self) -> User {
+        let (id, _, token) = self.identity.sign_in(&[]).await.unwrap();
+        User { id, token }
+    }
+
+    /// svc-order as svc-cart calls it (CreateOrder is INTERNAL).
+    pub async fn as_cart(&self) -> InternalOrderClient {
+        as_cart(self.order()).await
+    }
+
+    /// Places an order as svc-cart does; the order as CreateOrder answers.
+    pub async fn place(&self, request: impl tonic::IntoRequest<CreateOrderRequest>) -> Order {
+        self.as_cart()
+            .await
+            .create_order(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .order
+            .unwrap()
+    }
+
+    /// svc-order as a shopper's gateway calls it.
+    pub async fn orders(&self) -> OrderServiceClient<Channel> {
+        OrderServiceClient::new(self.order().channel().await.unwrap())
+    }
+
+    pub async fn stock(&self, sku: &str) -> Stock {
+        InventoryServiceClient::new(self.inventory.channel().await.unwrap())
+            .get_stock(GetStockRequest { sku: sku.into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .stock
+            .unwrap()
+    }
+
+    pub async fn set_stock(&self, sku: &str, on_hand: i64) {
+        InventoryServiceClient::new(self.inventory.channel().await.unwrap())
+            .set_stock(self.admin.request(SetStockRequest {
+                sku: sku.into(),
+                on_hand,
+                reason: "test stocktake".into(),
+            }))
+            .await
+            .unwrap();
+    }
+
+    /// The reservation's status in svc-inventory's database, if any.
+    pub async fn reservation_status(&self, order_id: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1")
+            .bind(Uuid::parse_str(order_id).unwrap())
+            .fetch_optional(&self.inventory.db)
+            .await
+            .unwrap()
+    }
+
+    /// The order's payments as its owner sees them.
+    pub async fn payments(&self, user: &User, order_id: &str) -> Vec<Payment> {
+        PaymentServiceClient::new(self.payment.channel().await.unwrap())
+            .list_order_payments(user.request(ListOrderPaymentsRequest {
+                order_id: order_id.into(),
+                page_size: 100,
+                page_token: String::new(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .payments
+    }
+
+    pub async fn get(&self, user: &User, id: &str) -> Result<Order, Status> {
+        self.orders()
+            .await
+            .get_order(user.request(GetOrderRequest { id: id.into() }))
+            .await
+            .map(|r| r.into_inner().order.unwrap())
+    }
+
+    pub async fn history(&self, user: &User, id: &str) -> Vec<StatusChange> {
+        self.orders()
+            .await
+            .list_order_status_history(user.request(ListOrderStatusHistoryRequest {
+                id: id.into(),
+                page_size: 100,
+                page_token: String::new(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .changes
+    }
+
+    /// Polls the order until `done` says yes (at most `within`).
+    pub async fn wait_for(
+        &self,
+        user: &User,
+        id: &str,
+        within: Duration,
+        done: impl Fn(&Order) -> bool,
+    ) -> Order {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let order = self.get(user, id).await.unwrap();
+            if done(&order) {
+                return order;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order {id} still {:?} ({}) after {within:?}",
+                order.status(),
+                order.status_reason
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub async fn as_cart(order: &TestService) -> InternalOrderClient {
+    OrderServiceClient::with_interceptor(order.channel().await.unwrap(), credentials("svc-cart"))
+}
+
+/// Demo products with at least `min_stock` units, in catalog order.
+pub fn stocked_products(min_stock: i64) -> Vec<SeedProduct> {
+    shopmesh_demo::demo_catalog()
+        .products
+        .into_iter()
+        .filter(|p| p.initial_stock >= min_stock)
+        .collect()
+}
+
+pub fn address() -> ShippingAddress {
+    ShippingAddress {
+        recipient: "Ada Lovelace".into(),
+        line1: "12 Analytical Row".into(),
+        line2: String::new(),
+        city: "London".into(),
+        region: String::new(),
+        postal_code: "N1 9GU".into(),
+        country_code: "GB".into(),
+        phone: "+442071234567".into(),
+    }
+}
+
+pub fn checkout(
+    key: &str,
+    user: &User,
+    lines: &[(&SeedProduct, i32)],
+    card: &str,
+) -> CreateOrderRequest {
+    CreateOrderRequest {
+        idempotency_key: key.into(),
+        user_id: user.id.to_string(),
+        lines: lines
+            .iter()
+            .map(|(product, quantity)| CreateOrderLine {
+                product_id: product.id.to_string(),
+                sku: product.sku.clone(),
+                quantity: *quantity,
+            })
+            .collect(),
+        shipping_address: Some(address()),
+        payment_method: Some(payment::PaymentMethod {
+            method: Some(payment::payment_method::Method::TestCardNumber(card.into())),
+        }),
+    }
+}
+
+/// `message` with a short deadline, so CreateOrder answers before the saga settles.
+pub fn hurried<T>(message: T, within: Duration) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(within);
+    request
+}
+
+pub fn statuses(changes: &[StatusChange]) -> Vec<OrderStatus> {
+    changes.iter().map(|c| c.status()).collect()
+}
+
+pub fn reason(status: &Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+/// A payment service in front of the real one: it forwards everything, but
+/// answers AuthorizePayment with UNAVAILABLE while closed.
+#[derive(Clone)]
+pub struct PaymentGate {
+    pub url: String,
+    open: Arc<AtomicBool>,
+    real: PaymentServiceClient<InterceptedService<Channel, ServiceCredentials>>,
+}
+
+impl PaymentGate {
+    async fn start(real_url: &str) -> Self {
+        let channel = tonic::transport::Endpoint::from_shared(real_url.to_owned())
+            .unwrap()
+            .connect_lazy();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gate = Self {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            open: Arc::new(AtomicBool::new(false)),
+            real: PaymentServiceClient::with_interceptor(channel, credentials("svc-order")),
+        };
+        let service = PaymentServiceServer::new(gate.clone());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+        });
+        gate
+    }
+
+    pub fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tonic::async_trait]
+impl PaymentService for PaymentGate {
+    async fn tokenize_payment_method(
+        &self,
+        request: Request<payment::TokenizePaymentMethodRequest>,
+    ) -> Result<Response<payment::TokenizePaymentMethodResponse>, Status> {
+        self.real
+            .clone()
+            .tokenize_payment_method(request.into_inner())
+            .await
+    }
+
+    async fn authorize_payment(
+        &self,
+        request: Request<payment::AuthorizePaymentRequest>,
+    ) -> Result<Response<payment::AuthorizePaymentResponse>, Status> {
+        if !self.open.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("payment service is down (test gate)"));
+        }
+        self.real
+            .clone()
+            .authorize_payment(request.into_inner())
+            .await
+    }
+
+    async fn capture_payment(
+        &self,
+        request: Request<payment::CapturePaymentRequest>,
+    ) -> Result<Response<payment::CapturePaymentResponse>, Status> {
+        self.real
+            .clone()
+            .capture_payment(request.into_inner())
+            .await
+    }
+
+    async fn void_payment(
+        &self,
+        request: Request<payment::VoidPaymentRequest>,
+    ) -> Result<Response<payment::VoidPaymentResponse>, Status> {
+        self.real.clone().void_payment(request.into_inner()).await
+    }
+
+    async fn refund_payment(
+        &self,
+        request: Request<payment::RefundPaymentRequest>,
+    ) -> Result<Response<payment::RefundPaymentResponse>, Status> {
+        self.real.clone().refund_payment(request.into_inner()).await
+    }
+}

@@ -1,0 +1,106 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The real `svc-payment` binary, as an operator runs it: a bad payment
+//! setting stops it naming the variable, and with good ones it serves and
+//! exits cleanly on SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use shopmesh_platform::testing::{
+    INTERNAL_TOKEN, fresh_database_url, redis_url, wait_until_serving,
+};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_svc-payment");
+
+fn service(port: u16) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(BINARY);
+    command
+        .env("DATABASE_URL", fresh_database_url())
+        .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("SHUTDOWN_DRAIN_SECONDS", "5")
+        .env("REDIS_URL", redis_url())
+        .env("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test]
+async fn a_bad_payment_setting_stops_the_binary_naming_the_variable() {
+    for (pairs, variable) in [
+        (vec![("PAYMENT_PROVIDER", "stripe")], "PAYMENT_PROVIDER"),
+        (
+            vec![("PAYMENT_PROVIDER_TIMEOUT_MS", "0")],
+            "PAYMENT_PROVIDER_TIMEOUT_MS",
+        ),
+        (vec![("PAYMENT_PROVIDER", "http")], "PAYMENT_HTTP_BASE_URL"),
+    ] {
+        let mut command = service(free_port());
+        for (name, value) in &pairs {
+            command.env(name, value);
+        }
+        let output = command.output().await.unwrap();
+        assert!(!output.status.success(), "{pairs:?}");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(said.contains(variable), "{variable}: {said}");
+    }
+}
+
+#[tokio::test]
+async fn the_api_key_never_reaches_the_output() {
+    let output = service(free_port())
+        .env("PAYMENT_PROVIDER", "http")
+        .env("PAYMENT_HTTP_BASE_URL", "ftp://provider.example")
+        .env("PAYMENT_HTTP_API_KEY", "sk_live_must_not_print")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains("PAYMENT_HTTP_BASE_URL"), "{said}");
+    assert!(!said.contains("sk_live_must_not_print"), "{said}");
+}
+
+#[tokio::test]
+async fn it_serves_and_exits_zero_on_sigterm() {
+    let port = free_port();
+    let mut child = service(port)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until_serving(&format!("http://127.0.0.1:{port}"), Duration::from_secs(60))
+        .await
+        .expect("svc-payment became SERVING");
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
