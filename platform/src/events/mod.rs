@@ -17,6 +17,7 @@ mod kafka;
 mod outbox;
 mod relay;
 mod schema;
+mod service;
 mod settings;
 
 pub use consumer::{EventConsumer, EventHandler, HandlerError};
@@ -26,6 +27,7 @@ pub use kafka::{DLQ_SUFFIX, dlq_topic, ensure_topics, header, header_str};
 pub use outbox::{OutboxError, backlog, enqueue};
 pub use relay::OutboxRelay;
 pub use schema::{MIGRATIONS_TABLE, migrate};
+pub use service::{publish, start_consumer, start_relay};
 pub use settings::EventsSettings;
 pub use shopmesh_proto::shop::events::v1::EventEnvelope;
 pub use tokio_util::sync::CancellationToken;
