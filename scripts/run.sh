@@ -141,8 +141,15 @@ for i in "${!SERVICES[@]}"; do
 done
 
 step "starting ${#SERVICES[@]} services from ${BIN_DIR#"$SHOPMESH_ROOT/"}/ (logs in $LOGS_SHOWN/)"
+# svc-notification needs a mail server; without one (SMTP_URL unset) it logs
+# each email instead of sending it (docs/notifications.md), and SMS likewise.
+own_env=()
 for i in "${!SERVICES[@]}"; do
   s=${SERVICES[$i]}
+  case "$s" in
+    notification) own_env=(SMTP_URL="${SMTP_URL:-log:}") ;;
+    *) own_env=() ;;
+  esac
   start "svc-$s" \
     DATABASE_URL="$(db_url "shop_$s$db_suffix")" \
     GRPC_ADDR="127.0.0.1:$(grpc_port "$i")" \
@@ -151,6 +158,7 @@ for i in "${!SERVICES[@]}"; do
     KAFKA_BROKERS="$KAFKA_BROKERS" \
     INTERNAL_SERVICE_TOKEN="$INTERNAL_SERVICE_TOKEN" \
     "${service_urls[@]}" \
+    "${own_env[@]}" \
     LOG_FORMAT=json \
     RUST_LOG="${RUST_LOG:-info}"
 done

@@ -12,6 +12,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use prost_reflect::ReflectMessage as _;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -327,6 +328,11 @@ async fn call(
         }
     }
     let client_ip = client_ip(&request, state.trusted_proxy_hops);
+    let last_event_id = request
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let query: Vec<(String, String)> = match request
         .uri()
         .query()
@@ -352,10 +358,13 @@ async fn call(
                 .into_response();
         }
     };
-    let message = match request_message(route, &bindings, &query, &body) {
+    let mut message = match request_message(route, &bindings, &query, &body) {
         Ok(message) => message,
         Err(errors) => return Problem::invalid_fields(errors, rid).into_response(),
     };
+    if route.method.is_server_streaming() {
+        resume_from_last_event_id(&mut message, last_event_id.as_deref());
+    }
 
     let mut grpc_request = tonic::Request::new(message);
     grpc_request.set_timeout(state.timeout);
@@ -440,17 +449,59 @@ fn upstream_error(status: &tonic::Status, route: &Route, request_id: &str) -> Re
     Problem::from_status(status, request_id).into_response()
 }
 
+/// The request field of a resumable stream (e.g. WatchMyNotifications): it
+/// takes the id of the last message seen, which SSE clients send back as
+/// `Last-Event-ID` when they reconnect.
+const RESUME_FIELD: &str = "after_id";
+
+/// Fills a resumable stream's `after_id` from `Last-Event-ID`, unless the
+/// query string set it.
+fn resume_from_last_event_id(message: &mut prost_reflect::DynamicMessage, last: Option<&str>) {
+    let Some(last) = last.filter(|l| !l.is_empty()) else {
+        return;
+    };
+    let Some(field) = message.descriptor().get_field_by_name(RESUME_FIELD) else {
+        return;
+    };
+    if field.kind() == prost_reflect::Kind::String && !message.has_field(&field) {
+        message.set_field(&field, prost_reflect::Value::String(last.to_owned()));
+    }
+}
+
+/// The SSE id of a resumable stream's message: the `id` of the message it
+/// carries (e.g. `WatchMyNotificationsResponse.notification.id`).
+fn event_id(message: &prost_reflect::DynamicMessage) -> Option<String> {
+    message.descriptor().fields().find_map(|field| {
+        let value = message.get_field(&field);
+        let inner = value.as_message()?;
+        let id = inner.get_field_by_name("id")?;
+        id.as_str().filter(|id| !id.is_empty()).map(str::to_owned)
+    })
+}
+
 /// A server-streaming method as Server-Sent Events: one `data:` event per message,
-/// and a final `error` event carrying a problem document if the stream fails.
+/// and a final `error` event carrying a problem document if the stream fails. A
+/// resumable stream's events carry the message's id as the SSE `id`.
 fn sse(
     route: Route,
     stream: tonic::Streaming<prost_reflect::DynamicMessage>,
     request_id: String,
 ) -> Response {
+    let resumable = route
+        .method
+        .input()
+        .get_field_by_name(RESUME_FIELD)
+        .is_some();
     let events = stream.map(move |item| {
         let event = match item {
             Ok(message) => match response_json(&route, &message) {
-                Ok(json) => Event::default().data(String::from_utf8_lossy(&json)),
+                Ok(json) => {
+                    let event = Event::default().data(String::from_utf8_lossy(&json));
+                    match resumable.then(|| event_id(&message)).flatten() {
+                        Some(id) => event.id(id),
+                        None => event,
+                    }
+                }
                 Err(_) => Event::default()
                     .event("error")
                     .data("{\"code\":\"INTERNAL\"}"),

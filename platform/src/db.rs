@@ -1,11 +1,13 @@
 //! PostgreSQL: one pool per service, on the service's own database, created if
-//! missing, migrated at start (the service's migrations, then the events tables).
+//! missing, migrated at start (the service's migrations, then the events tables);
+//! and LISTEN relays for change announcements made with `pg_notify`.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::settings::DatabaseSettings;
@@ -72,4 +74,61 @@ pub async fn connect_and_migrate(
         .await
         .context("events (outbox/inbox) migration failed")?;
     Ok(pool)
+}
+
+/// LISTENs on `channel` and hands each notification's payload to `deliver`,
+/// or `None` when notifications may have been missed (the connection dropped
+/// and was re-established: readers should look again), until the pool closes.
+/// Returns once the first LISTEN is in place, so anything committed after the
+/// call is delivered. Holds one pooled connection for good.
+pub async fn relay_notifications<F>(
+    db: &PgPool,
+    channel: &'static str,
+    deliver: F,
+) -> sqlx::Result<tokio::task::JoinHandle<()>>
+where
+    F: Fn(Option<&str>) + Send + 'static,
+{
+    async fn listen(db: &PgPool, channel: &str) -> sqlx::Result<PgListener> {
+        let mut listener = PgListener::connect_with(db).await?;
+        listener.listen(channel).await?;
+        Ok(listener)
+    }
+    const MAX_BACKOFF: Duration = Duration::from_secs(10);
+    let mut listener = listen(db, channel).await?;
+    let db = db.clone();
+    Ok(tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => {
+                    backoff = Duration::from_millis(100);
+                    deliver(Some(notification.payload()));
+                }
+                Ok(None) => {
+                    tracing::warn!(channel, "LISTEN connection was lost; readers look again");
+                    deliver(None);
+                }
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(err) => {
+                    tracing::warn!(channel, error = %err, "LISTEN failed; reconnecting");
+                    loop {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        match listen(&db, channel).await {
+                            Ok(fresh) => {
+                                listener = fresh;
+                                deliver(None);
+                                break;
+                            }
+                            Err(sqlx::Error::PoolClosed) => return,
+                            Err(err) => {
+                                tracing::warn!(channel, error = %err, "LISTEN reconnect failed");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }))
 }

@@ -8,9 +8,10 @@ use shopmesh_proto::shop::user::v1::{
     Address, CreateAddressRequest, CreateAddressResponse, CreateProfileRequest,
     CreateProfileResponse, DeleteAddressRequest, DeleteAddressResponse, GetMyProfileRequest,
     GetMyProfileResponse, GetProfileRequest, GetProfileResponse, GetUserAddressRequest,
-    GetUserAddressResponse, ListAddressesRequest, ListAddressesResponse, MarketingPreferences,
-    Profile, SetDefaultAddressRequest, SetDefaultAddressResponse, UpdateAddressRequest,
-    UpdateAddressResponse, UpdateMyProfileRequest, UpdateMyProfileResponse,
+    GetUserAddressResponse, GetUserProfileRequest, GetUserProfileResponse, ListAddressesRequest,
+    ListAddressesResponse, MarketingPreferences, Profile, SetDefaultAddressRequest,
+    SetDefaultAddressResponse, UpdateAddressRequest, UpdateAddressResponse, UpdateMyProfileRequest,
+    UpdateMyProfileResponse,
 };
 use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
@@ -232,6 +233,17 @@ impl UserService for UserApi {
         let address = self.store.set_default_address(user_id, id).await?;
         Ok(Response::new(SetDefaultAddressResponse {
             address: Some(address.into()),
+        }))
+    }
+
+    async fn get_user_profile(
+        &self,
+        request: Request<GetUserProfileRequest>,
+    ) -> Result<Response<GetUserProfileResponse>, Status> {
+        ServiceCaller::of(&request)?;
+        let user_id = errors::parse_uuid("user_id", &request.get_ref().user_id)?;
+        Ok(Response::new(GetUserProfileResponse {
+            profile: Some(self.profile(user_id).await?),
         }))
     }
 

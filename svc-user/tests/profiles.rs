@@ -7,8 +7,8 @@ mod support;
 
 use prost_types::FieldMask;
 use shopmesh_proto::shop::user::v1::{
-    CreateProfileRequest, GetMyProfileRequest, MarketingPreferences, Profile,
-    UpdateMyProfileRequest,
+    CreateProfileRequest, GetMyProfileRequest, GetUserProfileRequest, MarketingPreferences,
+    Profile, UpdateMyProfileRequest,
 };
 use support::{Harness, reason, violated_fields};
 use tonic::Code;
@@ -391,4 +391,48 @@ async fn a_cache_ttl_outside_5_to_60_minutes_stops_the_start_naming_the_variable
             "{bad}: {err:#}"
         );
     }
+}
+
+#[tokio::test]
+async fn services_read_any_profile_through_the_internal_get_user_profile() {
+    let harness = Harness::start().await;
+    let ada = harness.shopper("Ada").await;
+    let mut service = harness.as_svc_auth();
+    let profile = service
+        .get_user_profile(GetUserProfileRequest {
+            user_id: ada.id.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .profile
+        .unwrap();
+    assert_eq!(profile.user_id, ada.id.to_string());
+    assert_eq!(profile.display_name, "Ada");
+    assert!(!profile.email.is_empty());
+
+    let unknown = service
+        .get_user_profile(GetUserProfileRequest {
+            user_id: Uuid::now_v7().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let bad = service
+        .get_user_profile(GetUserProfileRequest {
+            user_id: "nope".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&bad), ["user_id"]);
+    // A shopper's token is not a service credential.
+    let shopper = harness
+        .client()
+        .get_user_profile(ada.request(GetUserProfileRequest {
+            user_id: ada.id.to_string(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(shopper.code(), Code::Unauthenticated);
+    harness.stop().await;
 }

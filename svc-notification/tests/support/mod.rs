@@ -1,0 +1,343 @@
+//! What svc-notification's tests share: the stand-in identity provider, the
+//! real svc-user, a capturing SMTP server, a recording SMS provider, and
+//! svc-notification itself in its own consumer group; shoppers with tokens
+//! and profiles; and events produced to the real topics.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+pub mod sms;
+pub mod smtp;
+
+use std::future::Future;
+use std::time::Duration;
+
+use prost::Message as _;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use shopmesh_platform::auth::ServiceCredentials;
+use shopmesh_platform::events::{Event, EventEnvelope, EventsSettings, ensure_topics};
+use shopmesh_platform::settings::Secret;
+use shopmesh_platform::testing::{
+    INTERNAL_TOKEN, TestIdentity, TestService, kafka_brokers, with_bearer,
+};
+use shopmesh_proto::shop::common::v1::Money;
+use shopmesh_proto::shop::events::v1::{OrderConfirmed, OrderLine};
+use shopmesh_proto::shop::notification::v1 as pb;
+use shopmesh_proto::shop::notification::v1::notification_service_client::NotificationServiceClient;
+use shopmesh_proto::shop::user::v1::user_service_client::UserServiceClient;
+use shopmesh_proto::shop::user::v1::{CreateProfileRequest, Profile, UpdateMyProfileRequest};
+use tonic::Request;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+pub use sms::SmsServer;
+pub use smtp::SmtpServer;
+
+pub const ORDER_TOPIC: &str = "shop.order.events";
+
+/// A signed-in shopper with a profile in svc-user.
+#[derive(Clone)]
+pub struct Shopper {
+    pub id: Uuid,
+    pub email: String,
+    token: String,
+}
+
+impl Shopper {
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        with_bearer(message, &self.token)
+    }
+}
+
+pub fn credentials(name: &str) -> ServiceCredentials {
+    ServiceCredentials::new(name, &Secret::new(INTERNAL_TOKEN.to_owned())).unwrap()
+}
+
+/// A free local port (bound and released), for a service started later.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub async fn start_user_service(identity: &TestIdentity, port: u16) -> TestService {
+    let addr = format!("127.0.0.1:{port}");
+    TestService::spawn(
+        &svc_user::SPEC,
+        &[
+            ("AUTH_GRPC_URL", identity.auth_url.as_str()),
+            ("GRPC_ADDR", addr.as_str()),
+        ],
+        svc_user::build,
+    )
+    .await
+    .expect("svc-user starts")
+}
+
+pub struct Fixture {
+    pub identity: TestIdentity,
+    pub user_port: u16,
+    pub user: Option<TestService>,
+    pub notification: TestService,
+    pub smtp: SmtpServer,
+    pub sms: SmsServer,
+}
+
+impl Fixture {
+    /// Everything running, svc-user included.
+    pub async fn start() -> Self {
+        Self::start_with(true, &[]).await
+    }
+
+    /// With `user_up: false`, svc-user is not started (see [`Fixture::start_user`]).
+    pub async fn start_with(user_up: bool, extra: &[(&str, &str)]) -> Self {
+        let identity = TestIdentity::start()
+            .await
+            .expect("identity provider starts");
+        let user_port = free_port();
+        let user = if user_up {
+            Some(start_user_service(&identity, user_port).await)
+        } else {
+            None
+        };
+        let smtp = SmtpServer::start().await;
+        let sms = SmsServer::start().await;
+        let user_url = format!("http://127.0.0.1:{user_port}");
+        let smtp_url = smtp.url();
+        let group = format!("svc-notification-test-{}", Uuid::now_v7().simple());
+        skip_history(&group).await;
+        let mut settings = vec![
+            ("AUTH_GRPC_URL", identity.auth_url.as_str()),
+            ("USER_GRPC_URL", user_url.as_str()),
+            ("SMTP_URL", smtp_url.as_str()),
+            ("SMTP_FROM", "shopmesh <orders@shopmesh.test>"),
+            ("SMS_PROVIDER_URL", sms.url.as_str()),
+            ("SMS_PROVIDER_API_KEY", sms::API_KEY),
+            ("NOTIFICATION_CONSUMER_GROUP", group.as_str()),
+            ("NOTIFICATION_MAX_BACKOFF_SECONDS", "1"),
+            ("DB_ACQUIRE_TIMEOUT_SECONDS", "30"),
+        ];
+        settings.extend_from_slice(extra);
+        let notification =
+            TestService::spawn(&svc_notification::SPEC, &settings, svc_notification::build)
+                .await
+                .expect("svc-notification starts");
+        Self {
+            identity,
+            user_port,
+            user,
+            notification,
+            smtp,
+            sms,
+        }
+    }
+
+    pub async fn start_user(&mut self) {
+        self.user = Some(start_user_service(&self.identity, self.user_port).await);
+    }
+
+    pub async fn client(&self) -> NotificationServiceClient<Channel> {
+        NotificationServiceClient::new(self.notification.channel().await.unwrap())
+    }
+
+    async fn user_channel(&self) -> Channel {
+        let url = format!("http://127.0.0.1:{}", self.user_port);
+        tonic::transport::Endpoint::from_shared(url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub async fn user_client(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.user_channel().await)
+    }
+
+    /// A signed-in shopper without a profile in svc-user (yet).
+    pub async fn signed_in(&self) -> Shopper {
+        let (id, _, token) = self.identity.sign_in(&[]).await.unwrap();
+        Shopper {
+            id,
+            email: format!("shopper-{}@example.test", id.simple()),
+            token,
+        }
+    }
+
+    /// Creates the shopper's profile, as svc-auth does at registration.
+    pub async fn create_profile(&self, shopper: &Shopper) {
+        let mut client =
+            UserServiceClient::with_interceptor(self.user_channel().await, credentials("svc-auth"));
+        client
+            .create_profile(CreateProfileRequest {
+                user_id: shopper.id.to_string(),
+                email: shopper.email.clone(),
+                display_name: "Ada".to_owned(),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// A signed-in shopper with a profile.
+    pub async fn shopper(&self) -> Shopper {
+        let shopper = self.signed_in().await;
+        self.create_profile(&shopper).await;
+        shopper
+    }
+
+    pub async fn set_phone(&self, shopper: &Shopper, phone: &str) {
+        self.user_client()
+            .await
+            .update_my_profile(shopper.request(UpdateMyProfileRequest {
+                profile: Some(Profile {
+                    phone: phone.to_owned(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["phone".to_owned()],
+                }),
+            }))
+            .await
+            .unwrap();
+    }
+
+    pub async fn set_preference(
+        &self,
+        shopper: &Shopper,
+        event_type: pb::NotificationEventType,
+        email: bool,
+        sms: bool,
+    ) {
+        self.client()
+            .await
+            .update_my_preferences(shopper.request(pb::UpdateMyPreferencesRequest {
+                preferences: Some(pb::NotificationPreferences {
+                    event_types: vec![pb::EventTypePreference {
+                        event_type: event_type as i32,
+                        email,
+                        sms,
+                    }],
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .unwrap();
+    }
+
+    /// The shopper's notifications, newest first (one page of 100).
+    pub async fn history(&self, shopper: &Shopper) -> Vec<pb::Notification> {
+        self.client()
+            .await
+            .list_my_notifications(shopper.request(pb::ListMyNotificationsRequest {
+                page_size: 100,
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .notifications
+    }
+}
+
+pub fn eur(minor: i64) -> Option<Money> {
+    Some(Money {
+        currency_code: "EUR".to_owned(),
+        amount_minor: minor,
+    })
+}
+
+/// An OrderConfirmed for `user` as svc-order would publish it.
+pub fn order_confirmed(user: Uuid) -> EventEnvelope {
+    let order_id = Uuid::now_v7().to_string();
+    let payload = OrderConfirmed {
+        order_id: order_id.clone(),
+        user_id: user.to_string(),
+        lines: vec![OrderLine {
+            product_id: Uuid::now_v7().to_string(),
+            sku: "TEA-POT-1".to_owned(),
+            name: "Tea pot".to_owned(),
+            quantity: 2,
+            unit_price: eur(1_999),
+            line_total: eur(3_998),
+        }],
+        subtotal: eur(3_998),
+        total: eur(3_998),
+        payment_id: Uuid::now_v7().to_string(),
+        confirm_time: None,
+    };
+    Event::new(&payload, "order", order_id).into_envelope()
+}
+
+/// Produces `envelope` to `topic`, keyed by its aggregate id, as the outbox relay would.
+pub async fn produce(topic: &str, envelope: &EventEnvelope) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .key(&envelope.aggregate_id)
+                .payload(&envelope.encode_to_vec()),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(err, _)| err)
+        .unwrap();
+}
+
+/// Commits the end of every consumed topic for `group`, so a new service
+/// starts with what is produced from now on instead of every earlier test's
+/// events (the group reads from the earliest offset otherwise).
+async fn skip_history(group: &str) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let brokers = kafka_brokers();
+    let settings = EventsSettings::for_brokers(&brokers, "test");
+    ensure_topics(&settings, svc_notification::consumer::TOPICS)
+        .await
+        .unwrap();
+    let group = group.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut ends = TopicPartitionList::new();
+        for topic in svc_notification::consumer::TOPICS {
+            for partition in 0..settings.topic_partitions {
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                    .unwrap();
+                ends.add_partition_offset(topic, partition, Offset::Offset(high))
+                    .unwrap();
+            }
+        }
+        consumer.commit(&ends, CommitMode::Sync).unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+/// Polls `check` until it returns `Some`, for at most 30 s.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
