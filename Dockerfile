@@ -17,10 +17,10 @@ ARG CARGO_CHEF_VERSION=0.1.78
 
 FROM rust:${RUST_VERSION}-bookworm AS chef
 ARG CARGO_CHEF_VERSION
-# cmake, libcurl and pkg-config build librdkafka (rdkafka-sys); protox compiles the
+# cmake, libssl-dev and pkg-config build librdkafka (rdkafka-sys, with TLS); protox compiles the
 # protos in Rust, so no protoc.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends cmake libcurl4-openssl-dev pkg-config \
+    && apt-get install -y --no-install-recommends cmake libssl-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}"
 WORKDIR /src
@@ -39,7 +39,7 @@ RUN cargo build --release --locked --workspace --bins
 # Which binaries go into the image; the first is also /usr/local/bin/shopmesh, the default command.
 ARG BINARIES="gateway svc-auth svc-user svc-product svc-inventory svc-cart svc-order svc-payment svc-notification svc-recommendation"
 # Stage the binaries, and the shared libraries they link beyond glibc and libgcc (which
-# the distroless base has), e.g. libcurl for librdkafka.
+# the distroless base has), e.g. OpenSSL for librdkafka.
 RUN set -eu; \
     mkdir -p /out/bin /out/lib; \
     for bin in $BINARIES; do \

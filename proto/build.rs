@@ -44,6 +44,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Services whose issue has not landed implement only part of their trait;
         // the rest answers UNIMPLEMENTED.
         .generate_default_stubs(true)
-        .compile_fds(fds)?;
+        .compile_fds_with_config(fds, prost_config())?;
     Ok(())
+}
+
+/// Every message implements `prost::Name` with the canonical type URL
+/// (`type.googleapis.com/<full name>`), so events can travel in a
+/// `google.protobuf.Any` and be checked on the way out (platform::events).
+fn prost_config() -> tonic_prost_build::Config {
+    let mut config = tonic_prost_build::Config::new();
+    config
+        .enable_type_names()
+        .type_name_domain(["."], "type.googleapis.com");
+    config
 }

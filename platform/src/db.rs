@@ -1,5 +1,5 @@
 //! PostgreSQL: one pool per service, on the service's own database, created if
-//! missing, migrated at start.
+//! missing, migrated at start (the service's migrations, then the events tables).
 
 use std::str::FromStr;
 
@@ -67,5 +67,9 @@ pub async fn connect_and_migrate(
         .run(&pool)
         .await
         .context("database migration failed")?;
+    // The outbox and inbox every service has (tracked in their own table).
+    crate::events::migrate(&pool)
+        .await
+        .context("events (outbox/inbox) migration failed")?;
     Ok(pool)
 }

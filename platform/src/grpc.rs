@@ -123,6 +123,8 @@ impl GrpcServer {
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(TraceLayer::new_for_grpc().make_span_with(call_span))
+            // Request id and trace context for events the call produces (platform::events).
+            .layer(crate::tracing_context::CallContextLayer)
             .layer(GrpcMetricsLayer)
             .option_layer(access.map(AccessLayer::new))
             .map_response(move |response: Response<Body>| explain_pending(response, pending_note));

@@ -1,6 +1,6 @@
 //! The runtime kit every shopmesh binary uses, so that no service repeats it:
 //! settings, telemetry, metrics, gRPC hosting, PostgreSQL, Redis, status
-//! building and paging.
+//! building, paging, and events (outbox, inbox, Kafka).
 
 pub mod access;
 pub mod app;
@@ -8,6 +8,7 @@ pub mod auth;
 pub mod clients;
 pub mod db;
 pub mod errors;
+pub mod events;
 pub mod grpc;
 pub mod metrics;
 pub mod paging;

@@ -27,6 +27,80 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// The Kafka-protocol broker tests run against: `TEST_KAFKA_BROKERS`, which
+/// `make test` always sets. Panics when unset, so Kafka tests fail loudly
+/// instead of skipping; run them through `scripts/test.sh`, or start a broker
+/// (`eval "$(scripts/infra.sh kafka)"`) and export `TEST_KAFKA_BROKERS=$KAFKA_BROKERS`.
+pub fn kafka_brokers() -> String {
+    match std::env::var("TEST_KAFKA_BROKERS") {
+        Ok(brokers) if !brokers.trim().is_empty() => brokers,
+        _ => panic!(
+            "TEST_KAFKA_BROKERS is not set: run `make test`, or start a broker with \
+             `eval \"$(scripts/infra.sh kafka)\"` and export TEST_KAFKA_BROKERS=$KAFKA_BROKERS"
+        ),
+    }
+}
+
+/// The events about `key` (the record key: the aggregate id) on `topic`, read
+/// from the start of every partition, once at least `count` have arrived;
+/// panics after 30 s naming what did arrive.
+pub async fn wait_for_events(
+    topic: &str,
+    key: &str,
+    count: usize,
+) -> Vec<crate::events::EventEnvelope> {
+    use crate::events::EnvelopeExt as _;
+    use rdkafka::consumer::{Consumer as _, StreamConsumer};
+    use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
+
+    let brokers = kafka_brokers();
+    let settings = crate::events::EventsSettings::for_brokers(&brokers, "test");
+    // Created here if the service has not yet (the same settings: idempotent).
+    crate::events::ensure_topics(&settings, &[topic])
+        .await
+        .unwrap_or_else(|err| panic!("creating {topic}: {err}"));
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set(
+            "group.id",
+            format!("test-reader-{}", uuid::Uuid::now_v7().simple()),
+        )
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap_or_else(|err| panic!("a Kafka consumer for {topic}: {err}"));
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..settings.topic_partitions {
+        let _ = assignment.add_partition_offset(topic, partition, Offset::Beginning);
+    }
+    let _ = consumer.assign(&assignment);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut found = Vec::new();
+    while found.len() < count {
+        let Ok(received) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
+            let types: Vec<&str> = found
+                .iter()
+                .map(|e: &crate::events::EventEnvelope| e.event_type.as_str())
+                .collect();
+            panic!(
+                "{topic}: {} of {count} events for {key} arrived: {types:?}",
+                found.len()
+            );
+        };
+        let Ok(message) = received else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        if message.key() == Some(key.as_bytes())
+            && let Some(Ok(envelope)) = message
+                .payload()
+                .map(crate::events::EventEnvelope::decode_record)
+        {
+            found.push(envelope);
+        }
+    }
+    found
+}
+
 /// A URL naming a brand-new, not yet existing database on the test server.
 pub fn fresh_database_url() -> String {
     let server = server_url();
@@ -75,6 +149,9 @@ impl TestService {
             ("REDIS_URL", redis_url().as_str()),
             ("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN),
         ]);
+        if let Ok(brokers) = std::env::var("TEST_KAFKA_BROKERS") {
+            env = env.with("KAFKA_BROKERS", brokers);
+        }
         for (name, value) in extra {
             env = env.with(name, *value);
         }

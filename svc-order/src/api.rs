@@ -127,9 +127,10 @@ impl From<OrderError> for Status {
                 errors::domain_error(Code::Unavailable, "DEPENDENCY_UNAVAILABLE", message)
             }
             OrderError::PaymentMethod(reason) => errors::invalid_field("payment_method", &reason),
-            OrderError::Dependency { .. } | OrderError::Corrupt(_) | OrderError::Database(_) => {
-                errors::internal(err)
-            }
+            OrderError::Dependency { .. }
+            | OrderError::Corrupt(_)
+            | OrderError::Database(_)
+            | OrderError::Outbox(_) => errors::internal(err),
         }
     }
 }

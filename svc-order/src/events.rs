@@ -1,8 +1,7 @@
 //! The payloads of the order events on `shop.order.events` (key: the order
 //! id, aggregate type "order"), built from the order as the status change
-//! left it. They are enqueued through the platform's transactional outbox
-//! (`platform::events`, being built) at the spots marked
-//! `// outbox: enqueue …` in `store.rs`, in the status change's transaction.
+//! left it. `store.rs` writes them into the platform's transactional outbox in
+//! the transaction of the status change.
 
 use chrono::{DateTime, Utc};
 use shopmesh_proto::shop::events::v1 as ev;

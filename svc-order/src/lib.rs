@@ -54,6 +54,7 @@ pub async fn build_until(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<GrpcServer> {
     let settings = OrderSettings::from_env(&ctx.env)?;
+    shopmesh_platform::events::start_relay(&ctx, &[events::TOPIC]);
     let credentials = ServiceCredentials::new(SPEC.name, &ctx.settings.auth.internal_token)?;
     let clients = clients::Clients::connect(&settings, credentials)?;
     let store = store::Store::new(ctx.db.clone());

@@ -409,6 +409,8 @@ pub enum OrderError {
     Corrupt(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Outbox(#[from] shopmesh_platform::events::OutboxError),
 }
 
 /// Prices wanted lines from catalog products (id → (sku, name, price, currency)).

@@ -28,6 +28,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::events;
 use crate::order::{Address, Order, OrderError, OrderLine, OrderStatus, StatusChange};
 use crate::saga::{Entered, Phase, SagaState, Step};
 
@@ -262,8 +263,10 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         announce(&mut tx, new.id, OrderStatus::Pending, "order placed").await?;
-        // outbox: enqueue OrderCreated here, in this transaction
-        // (payload: events::order_created(&order)).
+        let created = load_order(&mut tx, new.id)
+            .await?
+            .ok_or(OrderError::NotFound(new.id))?;
+        publish(&mut tx, new.id, &events::order_created(&created)).await?;
         tx.commit().await?;
         crate::metrics::order_entered(OrderStatus::Pending);
         let order = self
@@ -418,24 +421,7 @@ impl Store {
         .await?;
         if let Some(entered) = &entered {
             set_status(&mut tx, order_id, entered).await?;
-            match entered.status {
-                // outbox: enqueue OrderConfirmed here, in this transaction
-                // (events::order_confirmed(&order, now), the order as updated).
-                OrderStatus::Confirmed => {}
-                // outbox: enqueue OrderFailed here, in this transaction
-                // (events::order_failed(&order, &state.failure_code, now)).
-                OrderStatus::Failed => {}
-                // outbox: enqueue OrderCancelled here, in this transaction
-                // (events::order_cancelled(&order, order_sagas.cancelled_by, now)).
-                OrderStatus::Cancelled => {}
-                // outbox: enqueue OrderRefunded here, in this transaction
-                // (events::order_refunded(&order, order.total_minor, now): the
-                // refund is always of everything captured, the total).
-                OrderStatus::Refunded => {}
-                OrderStatus::Pending
-                | OrderStatus::StockReserved
-                | OrderStatus::PaymentAuthorized => {}
-            }
+            publish_status(&mut tx, order_id, &state, entered.status).await?;
         }
         tx.commit().await?;
         if let Some(entered) = entered {
@@ -621,6 +607,69 @@ async fn announce(
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// Writes an order event into the outbox, in the caller's transaction.
+async fn publish<M: prost::Name>(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    payload: &M,
+) -> Result<(), OrderError> {
+    shopmesh_platform::events::publish(
+        conn,
+        events::TOPIC,
+        events::AGGREGATE_TYPE,
+        order_id.to_string(),
+        payload,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The event of an order entering `status` (none for the in-between ones),
+/// built from the order as this transaction left it.
+async fn publish_status(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    state: &SagaState,
+    status: OrderStatus,
+) -> Result<(), OrderError> {
+    if matches!(
+        status,
+        OrderStatus::Pending | OrderStatus::StockReserved | OrderStatus::PaymentAuthorized
+    ) {
+        return Ok(());
+    }
+    let order = load_order(conn, order_id)
+        .await?
+        .ok_or(OrderError::NotFound(order_id))?;
+    let now = Utc::now();
+    match status {
+        OrderStatus::Confirmed => {
+            publish(conn, order_id, &events::order_confirmed(&order, now)).await
+        }
+        OrderStatus::Failed => {
+            let event = events::order_failed(&order, &state.failure_code, now);
+            publish(conn, order_id, &event).await
+        }
+        OrderStatus::Cancelled => {
+            let cancelled_by: String =
+                sqlx::query_scalar("SELECT cancelled_by FROM order_sagas WHERE order_id = $1")
+                    .bind(order_id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            let event = events::order_cancelled(&order, &cancelled_by, now);
+            publish(conn, order_id, &event).await
+        }
+        // A refund is always of everything captured: the total.
+        OrderStatus::Refunded => {
+            let event = events::order_refunded(&order, order.total_minor, now);
+            publish(conn, order_id, &event).await
+        }
+        OrderStatus::Pending | OrderStatus::StockReserved | OrderStatus::PaymentAuthorized => {
+            Ok(())
+        }
+    }
 }
 
 async fn load_order(conn: &mut PgConnection, id: Uuid) -> Result<Option<Order>, OrderError> {

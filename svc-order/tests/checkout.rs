@@ -8,6 +8,9 @@ mod support;
 use std::time::Duration;
 
 use futures::future::join_all;
+use shopmesh_platform::events::{EnvelopeExt as _, EventEnvelope};
+use shopmesh_platform::testing::wait_for_events;
+use shopmesh_proto::shop::events::v1::{OrderConfirmed, OrderFailed, PaymentCaptured};
 use shopmesh_proto::shop::order::v1::{ListMyOrdersRequest, OrderStatus};
 use shopmesh_proto::shop::payment::v1::PaymentStatus;
 use support::{APPROVED, DECLINED, Shop, checkout, reason, statuses, stocked_products};
@@ -86,6 +89,30 @@ async fn an_approved_order_is_confirmed_stock_committed_and_payment_captured() {
         .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
 
+    // Events, through the outbox: the order's created then confirmed (keyed by
+    // the order id, in order), the payment's authorized then captured.
+    let events = wait_for_events("shop.order.events", &order.id, 2).await;
+    assert_eq!(
+        event_types(&events),
+        [
+            "shop.events.v1.OrderCreated",
+            "shop.events.v1.OrderConfirmed"
+        ]
+    );
+    let confirmed: OrderConfirmed = events[1].payload_as().unwrap();
+    assert_eq!(confirmed.total.unwrap().amount_minor, total);
+    let events = wait_for_events("shop.payment.events", &order.payment_id, 2).await;
+    assert_eq!(
+        event_types(&events),
+        [
+            "shop.events.v1.PaymentAuthorized",
+            "shop.events.v1.PaymentCaptured"
+        ]
+    );
+    let captured: PaymentCaptured = events[1].payload_as().unwrap();
+    assert_eq!(captured.order_id, order.id);
+    assert_eq!(captured.amount.unwrap().amount_minor, total);
+
     // No card number anywhere in svc-order's database.
     let leaked: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM orders WHERE card_token LIKE '%4242424242424242%' \
@@ -136,6 +163,19 @@ async fn a_declined_card_fails_the_order_releases_stock_and_captures_nothing() {
             OrderStatus::Failed
         ]
     );
+    let events = wait_for_events("shop.order.events", &order.id, 2).await;
+    assert_eq!(
+        event_types(&events),
+        ["shop.events.v1.OrderCreated", "shop.events.v1.OrderFailed"]
+    );
+    let failed: OrderFailed = events[1].payload_as().unwrap();
+    assert_eq!(failed.failure_code, "payment_declined");
+    let events = wait_for_events("shop.payment.events", &payments[0].id, 1).await;
+    assert_eq!(event_types(&events), ["shop.events.v1.PaymentFailed"]);
+}
+
+fn event_types(events: &[EventEnvelope]) -> Vec<&str> {
+    events.iter().map(|e| e.event_type.as_str()).collect()
 }
 
 #[tokio::test]

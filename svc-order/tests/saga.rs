@@ -350,3 +350,45 @@ async fn a_saga_held_by_a_dead_runners_lease_is_taken_over_when_the_lease_runs_o
         .await;
     assert_eq!(shop.payments(&user, &done.id).await.len(), 1);
 }
+
+#[tokio::test]
+async fn checkout_succeeds_with_the_broker_down_and_its_events_follow_when_it_returns() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut shop = Shop::start_with(false, &[("KAFKA_BROKERS", closed.as_str())]).await;
+    let user = shop.shopper().await;
+    let product = &stocked_products(5)[0];
+    let order = shop
+        .place(checkout("no-broker", &user, &[(product, 1)], APPROVED))
+        .await;
+    assert_eq!(
+        order.status(),
+        OrderStatus::Confirmed,
+        "{}",
+        order.status_reason
+    );
+    let waiting: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL AND key = $1")
+            .bind(&order.id)
+            .fetch_one(&shop.order().db)
+            .await
+            .unwrap();
+    assert_eq!(waiting, 2, "created and confirmed wait in the outbox");
+
+    // The broker is back (for svc-order: a process that can reach it).
+    let payment_url = shop.payment.endpoint();
+    shop.restart_order(&payment_url).await;
+    let events =
+        shopmesh_platform::testing::wait_for_events("shop.order.events", &order.id, 2).await;
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "shop.events.v1.OrderCreated",
+            "shop.events.v1.OrderConfirmed"
+        ]
+    );
+}

@@ -59,7 +59,9 @@ impl From<PaymentError> for Status {
             PaymentError::InProgress => {
                 errors::domain_error(Code::Unavailable, "PAYMENT_IN_PROGRESS", message)
             }
-            PaymentError::Database(_) | PaymentError::Corrupt(_) => errors::internal(err),
+            PaymentError::Database(_) | PaymentError::Outbox(_) | PaymentError::Corrupt(_) => {
+                errors::internal(err)
+            }
         }
     }
 }

@@ -1,7 +1,6 @@
 //! The payloads of svc-payment's events (`shop/events/v1/payment_events.proto`),
-//! built from the domain types. Pure: publishing goes through the platform's
-//! transactional outbox, in the same transaction as the state change (the
-//! `// outbox:` comments in `payments.rs` mark each spot).
+//! built from the domain types. Pure: `payments.rs` writes them into the
+//! platform's transactional outbox, in the transaction of the state change.
 
 use chrono::{DateTime, Utc};
 use shopmesh_proto::shop::common::v1 as common;

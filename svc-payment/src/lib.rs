@@ -49,6 +49,7 @@ pub async fn build_with_provider(
 }
 
 fn serve(ctx: Context, provider: Provider) -> GrpcServer {
+    shopmesh_platform::events::start_relay(&ctx, &[events::TOPIC]);
     let payments = payments::Payments::new(ctx.db, provider);
     ctx.grpc
         .add_service(PaymentServiceServer::new(api::PaymentApi::new(payments)))

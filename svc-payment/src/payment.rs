@@ -300,6 +300,8 @@ pub enum PaymentError {
     InProgress,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Outbox(#[from] shopmesh_platform::events::OutboxError),
     #[error("stored payment is corrupt: {0}")]
     Corrupt(String),
 }

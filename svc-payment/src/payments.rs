@@ -426,9 +426,12 @@ async fn record_answer(
             .await?;
             payment.status = PaymentStatus::Authorized;
             payment.authorization_reference = reference.map(str::to_owned);
-            // The payload; built here so the outbox call only wraps it.
-            let _event = events::authorized(&payment, &settled, at);
-            // outbox: enqueue PaymentAuthorized here, in this transaction
+            publish(
+                conn,
+                payment_id,
+                &events::authorized(&payment, &settled, at),
+            )
+            .await?;
         }
         (TransactionKind::Authorize, Some((code, message))) => {
             store::record_authorization(conn, payment_id, PaymentStatus::Failed, None, failure)
@@ -436,25 +439,19 @@ async fn record_answer(
             payment.status = PaymentStatus::Failed;
             payment.failure_code = Some(code.to_owned());
             payment.failure_message = Some(message.to_owned());
-            // The payload; built here so the outbox call only wraps it.
-            let _event = events::failed(&payment, at);
-            // outbox: enqueue PaymentFailed here, in this transaction
+            publish(conn, payment_id, &events::failed(&payment, at)).await?;
         }
         (TransactionKind::Capture, None) => {
             let captured = transaction.amount.amount_minor;
             store::record_money(conn, payment_id, PaymentStatus::Captured, captured, 0).await?;
             payment.status = PaymentStatus::Captured;
             payment.captured_minor = captured;
-            // The payload; built here so the outbox call only wraps it.
-            let _event = events::captured(&payment, &settled, at);
-            // outbox: enqueue PaymentCaptured here, in this transaction
+            publish(conn, payment_id, &events::captured(&payment, &settled, at)).await?;
         }
         (TransactionKind::Void, None) => {
             store::record_money(conn, payment_id, PaymentStatus::Voided, 0, 0).await?;
             payment.status = PaymentStatus::Voided;
-            // The payload; built here so the outbox call only wraps it.
-            let _event = events::voided(&payment, &settled, at);
-            // outbox: enqueue PaymentVoided here, in this transaction
+            publish(conn, payment_id, &events::voided(&payment, &settled, at)).await?;
         }
         (TransactionKind::Refund, None) => {
             let refunded = payment.refunded_minor + transaction.amount.amount_minor;
@@ -466,14 +463,29 @@ async fn record_answer(
             store::record_money(conn, payment_id, status, payment.captured_minor, refunded).await?;
             payment.status = status;
             payment.refunded_minor = refunded;
-            // The payload; built here so the outbox call only wraps it.
-            let _event = events::refunded(&payment, &settled, at);
-            // outbox: enqueue PaymentRefunded here, in this transaction
+            publish(conn, payment_id, &events::refunded(&payment, &settled, at)).await?;
         }
         // A refused capture, void or refund leaves the payment as it was; the
         // failed transaction is the record.
         (TransactionKind::Capture | TransactionKind::Void | TransactionKind::Refund, Some(_)) => {}
     }
+    Ok(())
+}
+
+/// Writes a payment event into the outbox, in the caller's transaction.
+async fn publish<M: prost::Name>(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+    payload: &M,
+) -> Result<(), PaymentError> {
+    shopmesh_platform::events::publish(
+        conn,
+        events::TOPIC,
+        events::AGGREGATE_TYPE,
+        payment_id.to_string(),
+        payload,
+    )
+    .await?;
     Ok(())
 }
 
