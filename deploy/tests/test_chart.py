@@ -20,7 +20,7 @@ from conftest import CHART, PRODUCTION, ROOT, make_rendering
 # NetworkPolicies must agree with. Keys are the chart's workload keys.
 CALLERS = {
     "auth": {"gateway"},
-    "user": {"gateway", "auth", "order", "notification"},
+    "user": {"gateway", "auth", "cart", "order", "notification"},
     "product": {"gateway", "cart", "order", "recommendation"},
     "inventory": {"gateway", "product", "cart", "order", "recommendation"},
     "cart": {"gateway"},

@@ -54,6 +54,16 @@ impl FieldViolations {
     }
 }
 
+/// Longest idempotency key a service accepts.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// Whether `key` is a client's idempotency key as checkout takes it: 1 to 128
+/// printable ASCII characters (spaces included).
+pub fn is_idempotency_key(key: &str) -> bool {
+    (1..=MAX_IDEMPOTENCY_KEY_LEN).contains(&key.len())
+        && key.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+}
+
 /// A single bad field.
 pub fn invalid_field(field: &str, description: &str) -> Status {
     let mut violations = FieldViolations::new();
@@ -105,6 +115,17 @@ pub fn parse_uuid(field: &str, value: &str) -> Result<uuid::Uuid, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idempotency_keys_are_1_to_128_printable_ascii() {
+        assert!(is_idempotency_key("a"));
+        assert!(is_idempotency_key("order 42: retry"));
+        assert!(is_idempotency_key(&"k".repeat(128)));
+        assert!(!is_idempotency_key(""));
+        assert!(!is_idempotency_key(&"k".repeat(129)));
+        assert!(!is_idempotency_key("tab\there"));
+        assert!(!is_idempotency_key("schlüssel"));
+    }
 
     #[test]
     fn violations_name_every_field() {

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod app;
 pub mod auth;
+pub mod clients;
 pub mod db;
 pub mod errors;
 pub mod events;

@@ -105,6 +105,19 @@ impl Env {
         }
         Ok(Duration::from_secs(secs))
     }
+
+    /// A callee's gRPC URL (`<NAME>_GRPC_URL`), `default` when unset; it must
+    /// be http:// or https://, as tonic's `Endpoint` needs.
+    pub fn grpc_url(&self, name: &str, default: &str) -> Result<String, SettingsError> {
+        let url: String = self.or(name, default.to_owned())?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(SettingsError {
+                variable: name.to_owned(),
+                reason: format!("{url:?} must be an http:// or https:// URL"),
+            });
+        }
+        Ok(url)
+    }
 }
 
 fn parse<T>(name: &str, raw: &str) -> Result<T, SettingsError>
@@ -295,6 +308,22 @@ pub fn listen_addr(env: &Env, name: &str, default_port: u16) -> Result<SocketAdd
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_urls_must_be_http_and_name_their_variable() {
+        let env = Env::from_pairs([("A_GRPC_URL", "https://a:1"), ("B_GRPC_URL", "b:2")]);
+        assert_eq!(
+            env.grpc_url("A_GRPC_URL", "http://x:1").unwrap(),
+            "https://a:1"
+        );
+        assert_eq!(
+            env.grpc_url("C_GRPC_URL", "http://x:1").unwrap(),
+            "http://x:1"
+        );
+        let err = env.grpc_url("B_GRPC_URL", "http://x:1").unwrap_err();
+        assert_eq!(err.variable, "B_GRPC_URL");
+        assert!(err.reason.contains("http://"), "{}", err.reason);
+    }
 
     #[test]
     fn missing_required_variable_is_named() {

@@ -7,10 +7,11 @@
 use std::time::Duration;
 
 use shopmesh_platform::auth::ServiceCredentials;
+use shopmesh_platform::clients::lazy_channel;
 use shopmesh_proto::shop::user::v1::CreateProfileRequest;
 use shopmesh_proto::shop::user::v1::user_service_client::UserServiceClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::store::{PendingProfile, Store};
@@ -48,10 +49,7 @@ impl ProfileSync {
         credentials: ServiceCredentials,
         max_backoff: Duration,
     ) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(user_url.to_owned())?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .connect_lazy();
+        let channel = lazy_channel(user_url, Duration::from_secs(2), Duration::from_secs(5))?;
         Ok(Self {
             store,
             client: UserServiceClient::with_interceptor(channel, credentials),

@@ -42,15 +42,8 @@ pub struct LoginLimits {
 
 impl AuthServiceSettings {
     pub fn from_env(env: &Env) -> Result<Self, SettingsError> {
-        let user_url: String = env.or("USER_GRPC_URL", "http://127.0.0.1:50052".to_owned())?;
-        if !(user_url.starts_with("http://") || user_url.starts_with("https://")) {
-            return Err(invalid(
-                "USER_GRPC_URL",
-                format!("{user_url:?} must be an http:// or https:// URL"),
-            ));
-        }
         Ok(Self {
-            user_url,
+            user_url: env.grpc_url("USER_GRPC_URL", "http://127.0.0.1:50052")?,
             refresh_ttl: hours(env, "REFRESH_TOKEN_TTL_HOURS", 720)?,
             key_rotation: hours(env, "SIGNING_KEY_ROTATION_HOURS", 720)?,
             key_check_interval: env.seconds("SIGNING_KEY_CHECK_SECONDS", 60)?,

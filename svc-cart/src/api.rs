@@ -1,6 +1,5 @@
 //! The CartService gRPC API: proto ↔ carts, with current prices and stock on
-//! every answer. Checkout is not implemented here: it answers UNIMPLEMENTED
-//! (tonic's default stub, explained by the note set in `build`).
+//! every answer, and Checkout (how it goes: `checkout`).
 //!
 //! Every change but ClearCart (which leaves no line to look up) first reads
 //! the cart and looks up its products and stock (plus the product being
@@ -10,21 +9,26 @@
 //! request added in between are looked up after the write.
 
 use shopmesh_platform::auth::Caller;
-use shopmesh_platform::errors::{FieldViolations, invalid_field};
+use shopmesh_platform::errors::{FieldViolations, invalid_field, is_idempotency_key};
 use shopmesh_proto::shop::cart::v1::cart_service_server::CartService;
 use shopmesh_proto::shop::cart::v1::{
-    AddCartItemRequest, AddCartItemResponse, Cart, ClearCartRequest, ClearCartResponse,
-    CreateCartRequest, CreateCartResponse, GetCartRequest, GetCartResponse, MergeCartsRequest,
-    MergeCartsResponse, RemoveCartItemRequest, RemoveCartItemResponse, UpdateCartItemRequest,
-    UpdateCartItemResponse,
+    AddCartItemRequest, AddCartItemResponse, Cart, CartLineProblemCode, CheckoutRequest,
+    CheckoutResponse, ClearCartRequest, ClearCartResponse, CreateCartRequest, CreateCartResponse,
+    GetCartRequest, GetCartResponse, MergeCartsRequest, MergeCartsResponse, RemoveCartItemRequest,
+    RemoveCartItemResponse, UpdateCartItemRequest, UpdateCartItemResponse,
 };
+use shopmesh_proto::shop::order::v1::{CreateOrderLine, CreateOrderRequest};
+use shopmesh_proto::shop::payment::v1::payment_method::Method;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::catalog::{Catalog, Snapshot};
+use crate::checkout::{Ordering, was_confirmed};
 use crate::error::CartError;
 use crate::metrics;
-use crate::store::{AddedLine, CartRecord, CartRef, Carts, MAX_QUANTITY, SeenPrice, now_ms};
+use crate::store::{
+    AddedLine, CartRecord, CartRef, Carts, CheckoutAttempt, MAX_QUANTITY, SeenPrice, now_ms,
+};
 use crate::view::cart_view;
 
 /// The cart id that names the signed-in caller's own cart.
@@ -35,11 +39,58 @@ const MAX_SKU_LEN: usize = 64;
 pub struct CartApi {
     carts: Carts,
     catalog: Catalog,
+    ordering: Ordering,
 }
 
 impl CartApi {
-    pub fn new(carts: Carts, catalog: Catalog) -> Self {
-        Self { carts, catalog }
+    pub fn new(carts: Carts, catalog: Catalog, ordering: Ordering) -> Self {
+        Self {
+            carts,
+            catalog,
+            ordering,
+        }
+    }
+
+    /// A first attempt for a key: the cart must be ready; its lines and the
+    /// resolved address are recorded under the key (or the attempt another
+    /// request recorded first comes back).
+    async fn first_attempt(
+        &self,
+        user: Uuid,
+        key: &str,
+        shipping_address_id: &str,
+    ) -> Result<CheckoutAttempt, CartError> {
+        let cart = CartRef::User(user);
+        let record = self.carts.read(&cart).await?;
+        if record.lines.is_empty() {
+            return Err(CartError::EmptyCart);
+        }
+        let mut snapshot = Snapshot::default();
+        self.catalog.fill_for(&mut snapshot, &record).await?;
+        let view = cart_view(&record, &snapshot);
+        if !view.ready_for_checkout {
+            return Err(CartError::NotReady(blocking_problems(&view)));
+        }
+        let address = self.ordering.address(user, shipping_address_id).await?;
+        let attempt = CheckoutAttempt {
+            shipping_address_id: shipping_address_id.to_owned(),
+            order: CreateOrderRequest {
+                idempotency_key: key.to_owned(),
+                user_id: user.to_string(),
+                lines: record
+                    .lines
+                    .iter()
+                    .map(|line| CreateOrderLine {
+                        product_id: line.added.product_id.clone(),
+                        sku: line.sku.clone(),
+                        quantity: line.quantity,
+                    })
+                    .collect(),
+                shipping_address: Some(address),
+                payment_method: None,
+            },
+        };
+        self.carts.record_checkout(user, key, &attempt).await
     }
 
     /// What the cart's lines look like now, looked up before a change so that
@@ -76,6 +127,63 @@ fn cart_ref<T>(request: &Request<T>, cart_id: &str) -> Result<CartRef, Status> {
     Uuid::parse_str(cart_id)
         .map(CartRef::Anonymous)
         .map_err(|_| invalid_field("cart_id", "must be a cart id (UUID) or \"mine\""))
+}
+
+/// `(SKU, what is wrong)` for every line that stops checkout; a cart that is
+/// blocked only as a whole (lines priced in several currencies) names every
+/// line.
+fn blocking_problems(view: &Cart) -> Vec<(String, String)> {
+    let mut blocking: Vec<(String, String)> = view
+        .lines
+        .iter()
+        .flat_map(|line| {
+            line.problems
+                .iter()
+                .filter(|p| p.code() != CartLineProblemCode::PriceChanged)
+                .map(|p| (line.sku.clone(), p.message.clone()))
+        })
+        .collect();
+    if blocking.is_empty() {
+        blocking = view
+            .lines
+            .iter()
+            .map(|line| {
+                let problem = "the cart's lines are priced in different currencies";
+                (line.sku.clone(), problem.to_owned())
+            })
+            .collect();
+    }
+    blocking
+}
+
+fn check_checkout(request: &CheckoutRequest) -> Result<(), Status> {
+    let mut violations = FieldViolations::new();
+    let key = &request.idempotency_key;
+    violations.check(
+        is_idempotency_key(key),
+        "idempotency_key",
+        "must be 1 to 128 printable ASCII characters",
+    );
+    violations.check(
+        Uuid::parse_str(&request.shipping_address_id).is_ok(),
+        "shipping_address_id",
+        "must be an address id (UUID)",
+    );
+    let method = request
+        .payment_method
+        .as_ref()
+        .and_then(|m| m.method.as_ref());
+    let method_ok = match method {
+        Some(Method::CardToken(token)) => !token.is_empty(),
+        Some(Method::TestCardNumber(number)) => !number.is_empty(),
+        None => false,
+    };
+    violations.check(
+        method_ok,
+        "payment_method",
+        "must be a card_token or a test_card_number",
+    );
+    violations.into_result()
 }
 
 fn check_sku(violations: &mut FieldViolations, sku: &str) {
@@ -254,5 +362,62 @@ impl CartService for CartApi {
         );
         let cart = self.shown_now(&changed.cart, snapshot).await?;
         Ok(Response::new(MergeCartsResponse { cart: Some(cart) }))
+    }
+
+    // The payment method may hold a test card number: never in a span or log.
+    #[tracing::instrument(skip_all, fields(idempotency_key = %request.get_ref().idempotency_key))]
+    async fn checkout(
+        &self,
+        request: Request<CheckoutRequest>,
+    ) -> Result<Response<CheckoutResponse>, Status> {
+        let user = Caller::of(&request)?.user_id;
+        let request = request.into_inner();
+        check_checkout(&request)?;
+        let CheckoutRequest {
+            idempotency_key: key,
+            shipping_address_id,
+            payment_method,
+        } = request;
+        // Canonical, as the address book stores it.
+        let shipping_address_id = Uuid::parse_str(&shipping_address_id)
+            .map(|id| id.to_string())
+            .unwrap_or(shipping_address_id);
+
+        let attempt = match self.carts.checkout_attempt(user, &key).await? {
+            Some(attempt) => attempt,
+            None => self.first_attempt(user, &key, &shipping_address_id).await?,
+        };
+        if attempt.shipping_address_id != shipping_address_id {
+            return Err(CartError::KeyReused(key).into());
+        }
+        let order = self
+            .ordering
+            .create_order(&attempt, payment_method.unwrap_or_default())
+            .await?;
+        let mut emptied = false;
+        if was_confirmed(&order) {
+            match self
+                .carts
+                .checked_out(user, &key, &order.id, &attempt.order.lines)
+                .await
+            {
+                Ok(changed) => emptied = changed.changed,
+                // The order stands either way; a retry with the key empties the cart.
+                Err(err) => tracing::warn!(
+                    order_id = %order.id,
+                    error = %err,
+                    "confirmed order not yet taken out of the cart"
+                ),
+            }
+        }
+        metrics::operation("checkout", emptied);
+        tracing::info!(
+            user_id = %user,
+            order_id = %order.id,
+            status = ?order.status(),
+            cart_emptied = emptied,
+            "checkout answered"
+        );
+        Ok(Response::new(CheckoutResponse { order: Some(order) }))
     }
 }

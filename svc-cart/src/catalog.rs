@@ -16,7 +16,7 @@ use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServ
 use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_proto::shop::product::v1::{BatchGetProductsRequest, Product};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::error::{CartError, Dependency};
@@ -162,10 +162,7 @@ impl Catalog {
 /// A channel that connects on first use, so the cart starts without its
 /// dependencies.
 fn lazy_channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_DEADLINE)
-        .connect_lazy())
+    shopmesh_platform::clients::lazy_channel(url, CONNECT_TIMEOUT, CALL_DEADLINE)
 }
 
 /// The distinct values of `values` that `wanted` accepts, in first-seen order.
@@ -183,7 +180,7 @@ fn unique<'a>(
 
 /// A failed call: UNAVAILABLE when the dependency could not be reached or did
 /// not answer in time, otherwise an error the cart did not expect.
-fn failed(dependency: Dependency, status: Status) -> CartError {
+pub fn failed(dependency: Dependency, status: Status) -> CartError {
     crate::metrics::dependency_error(dependency);
     match status.code() {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {

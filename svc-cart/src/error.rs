@@ -3,6 +3,7 @@
 use shopmesh_platform::errors;
 use shopmesh_platform::redis::BoundedError;
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::store::{MAX_LINES, MAX_QUANTITY};
 
@@ -11,6 +12,10 @@ use crate::store::{MAX_LINES, MAX_QUANTITY};
 pub enum Dependency {
     Product,
     Inventory,
+    /// Shipping addresses, at checkout.
+    User,
+    /// CreateOrder, at checkout.
+    Order,
 }
 
 impl Dependency {
@@ -19,14 +24,21 @@ impl Dependency {
         match self {
             Self::Product => "svc-product",
             Self::Inventory => "svc-inventory",
+            Self::User => "svc-user",
+            Self::Order => "svc-order",
         }
     }
 
-    /// What the shopper is told cannot be checked.
-    fn what(self) -> &'static str {
+    /// What the shopper is told when the dependency cannot be reached.
+    fn unavailable(self) -> &'static str {
         match self {
-            Self::Product => "the catalog",
-            Self::Inventory => "stock levels",
+            Self::Product => "the catalog cannot be checked right now; try again shortly",
+            Self::Inventory => "stock levels cannot be checked right now; try again shortly",
+            Self::User => "the address book cannot be read right now; try again shortly",
+            Self::Order => {
+                "orders cannot be placed right now; try again shortly with the same \
+                 idempotency_key"
+            }
         }
     }
 }
@@ -57,6 +69,23 @@ pub enum CartError {
     Storage(#[from] BoundedError),
     #[error("cart {key} holds unreadable data: {reason}")]
     Corrupt { key: String, reason: String },
+    /// Checkout of a cart without lines.
+    #[error("the cart is empty")]
+    EmptyCart,
+    /// Checkout of a cart whose lines cannot be bought as they stand:
+    /// `(SKU, what is wrong)` per line.
+    #[error("{} cart lines cannot be checked out", .0.len())]
+    NotReady(Vec<(String, String)>),
+    /// A shipping address that is not in the caller's address book.
+    #[error("address {0} not found")]
+    AddressNotFound(String),
+    /// A repeated idempotency key with another shipping address.
+    #[error("idempotency key {0:?} was used for another checkout")]
+    KeyReused(String),
+    /// CreateOrder said no (ALREADY_EXISTS, FAILED_PRECONDITION,
+    /// INVALID_ARGUMENT): its status, passed on as it is.
+    #[error("svc-order refused the order: {:?} {}", .0.code(), .0.message())]
+    OrderRefused(Status),
 }
 
 impl CartError {
@@ -105,10 +134,7 @@ impl From<CartError> for Status {
                     message = status.message(),
                     "dependency unavailable"
                 );
-                Status::unavailable(format!(
-                    "{} cannot be checked right now; try again shortly",
-                    dependency.what()
-                ))
+                Status::unavailable(dependency.unavailable())
             }
             err @ CartError::DependencyFailed(..) => errors::internal(err),
             CartError::Storage(err) => {
@@ -116,6 +142,44 @@ impl From<CartError> for Status {
                 Status::unavailable("carts are unavailable right now; try again shortly")
             }
             err @ CartError::Corrupt { .. } => errors::internal(err),
+            CartError::EmptyCart => not_ready(
+                "CART_EMPTY",
+                "the cart is empty: add something before checking out".to_owned(),
+                &[],
+            ),
+            CartError::NotReady(lines) => not_ready(
+                "CART_NOT_READY",
+                format!(
+                    "the cart cannot be checked out: {}",
+                    lines
+                        .iter()
+                        .map(|(sku, problem)| format!("{sku}: {problem}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                &lines,
+            ),
+            CartError::AddressNotFound(id) => errors::not_found("address", &id),
+            err @ CartError::KeyReused(_) => errors::domain_error(
+                Code::AlreadyExists,
+                "IDEMPOTENCY_KEY_REUSED",
+                err.to_string(),
+            ),
+            CartError::OrderRefused(status) => status,
         }
     }
+}
+
+/// FAILED_PRECONDITION for a cart that cannot be checked out: an ErrorInfo
+/// `reason`, and a PreconditionFailure violation per line naming its SKU.
+fn not_ready(reason: &str, message: String, lines: &[(String, String)]) -> Status {
+    let mut details = ErrorDetails::with_error_info(
+        reason,
+        errors::ERROR_DOMAIN,
+        std::collections::HashMap::new(),
+    );
+    for (sku, problem) in lines {
+        details.add_precondition_failure_violation("CART_LINE", sku, problem);
+    }
+    Status::with_error_details(Code::FailedPrecondition, message, details)
 }

@@ -8,13 +8,15 @@
 //!   (`CART_REDIS_URL`); see docs/deploy.md, "Redis for carts".
 //! - Current prices and availability: `catalog` (svc-product, svc-inventory)
 //!   and `view`.
-//! - Checkout is not implemented yet: it arrives with the checkout issue (#5).
+//! - Checkout: `checkout` (svc-user for the address, svc-order for the
+//!   order and its saga) and the checkout attempts in `store`.
 //!
 //! Nothing is kept in PostgreSQL; the service still has its database (and an
 //! empty `migrations/`) like every other.
 
 mod api;
 mod catalog;
+mod checkout;
 mod error;
 mod metrics;
 mod settings;
@@ -37,8 +39,9 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     migrator: &MIGRATOR,
 };
 
-/// Builds the service on a prepared context. The channels to svc-product and
-/// svc-inventory connect lazily, so the cart starts while they are down.
+/// Builds the service on a prepared context. The channels to svc-product,
+/// svc-inventory, svc-user and svc-order connect lazily, so the cart starts
+/// while they are down.
 pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
     let settings = CartSettings::from_env(&ctx.env)?;
     let redis = match &settings.cart_redis {
@@ -48,11 +51,9 @@ pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
         None => ctx.redis.clone(),
     };
     let credentials = ServiceCredentials::new(SPEC.name, &ctx.settings.auth.internal_token)?;
-    let catalog = catalog::Catalog::connect(&settings, credentials)?;
+    let catalog = catalog::Catalog::connect(&settings, credentials.clone())?;
+    let ordering = checkout::Ordering::connect(&settings, credentials)?;
     let carts = store::Carts::new(redis, settings.idle_ttl);
-    let api = api::CartApi::new(carts, catalog);
-    Ok(ctx
-        .grpc
-        .add_service(CartServiceServer::new(api))
-        .pending_note("Checkout arrives with the checkout issue (#5)"))
+    let api = api::CartApi::new(carts, catalog, ordering);
+    Ok(ctx.grpc.add_service(CartServiceServer::new(api)))
 }

@@ -3,10 +3,13 @@
 //! - `cart_operations_total{op, result}`: changes by kind (`create`, `add`,
 //!   `update`, `remove`, `clear`, `merge`) and whether they changed the cart
 //!   (`changed`) or found nothing to do (`unchanged`: a repeated remove, a
-//!   merge of a cart already merged or expired). Refusals show in
-//!   `grpc_server_requests_total` by code.
-//! - `cart_dependency_errors_total{dependency}`: failed calls to `svc-product`
-//!   or `svc-inventory`; each one is a cart a shopper could not see.
+//!   merge of a cart already merged or expired). `checkout` counts answered
+//!   checkouts: `changed` when this one took a confirmed order's lines out of
+//!   the cart, `unchanged` otherwise (failed or under way, or a repeat).
+//!   Refusals show in `grpc_server_requests_total` by code.
+//! - `cart_dependency_errors_total{dependency}`: failed calls to
+//!   `svc-product`, `svc-inventory`, `svc-user` or `svc-order`; each one is a
+//!   cart a shopper could not see or check out.
 
 use crate::error::Dependency;
 

@@ -18,6 +18,12 @@ pub struct CartSettings {
     pub product_url: String,
     /// `INVENTORY_GRPC_URL` (default http://127.0.0.1:50054): availability.
     pub inventory_url: String,
+    /// `USER_GRPC_URL` (default http://127.0.0.1:50052): the shipping address
+    /// at checkout.
+    pub user_url: String,
+    /// `ORDER_GRPC_URL` (default http://127.0.0.1:50056): CreateOrder at
+    /// checkout.
+    pub order_url: String,
     /// `CART_REDIS_URL`: a Redis of its own for the carts (persistent, never
     /// evicting); unset, carts live in the `REDIS_URL` Redis, beside sessions.
     pub cart_redis: Option<RedisSettings>,
@@ -35,23 +41,13 @@ impl CartSettings {
         }
         Ok(Self {
             idle_ttl: Duration::from_secs(ttl),
-            product_url: grpc_url(env, "PRODUCT_GRPC_URL", "http://127.0.0.1:50053")?,
-            inventory_url: grpc_url(env, "INVENTORY_GRPC_URL", "http://127.0.0.1:50054")?,
+            product_url: env.grpc_url("PRODUCT_GRPC_URL", "http://127.0.0.1:50053")?,
+            inventory_url: env.grpc_url("INVENTORY_GRPC_URL", "http://127.0.0.1:50054")?,
+            user_url: env.grpc_url("USER_GRPC_URL", "http://127.0.0.1:50052")?,
+            order_url: env.grpc_url("ORDER_GRPC_URL", "http://127.0.0.1:50056")?,
             cart_redis: cart_redis(env)?,
         })
     }
-}
-
-/// A callee's gRPC URL, which must be http(s).
-fn grpc_url(env: &Env, name: &str, default: &str) -> Result<String, SettingsError> {
-    let url: String = env.or(name, default.to_owned())?;
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(SettingsError {
-            variable: name.to_owned(),
-            reason: format!("{url:?} must be an http:// or https:// URL"),
-        });
-    }
-    Ok(url)
 }
 
 /// `CART_REDIS_URL`, checked by the same rules as `REDIS_URL` (and named in the
@@ -79,6 +75,8 @@ mod tests {
         assert_eq!(settings.idle_ttl, Duration::from_secs(604_800));
         assert_eq!(settings.product_url, "http://127.0.0.1:50053");
         assert_eq!(settings.inventory_url, "http://127.0.0.1:50054");
+        assert_eq!(settings.user_url, "http://127.0.0.1:50052");
+        assert_eq!(settings.order_url, "http://127.0.0.1:50056");
         assert!(settings.cart_redis.is_none());
     }
 
@@ -99,6 +97,8 @@ mod tests {
             ("CART_IDLE_TTL_SECONDS", "a week"),
             ("PRODUCT_GRPC_URL", "127.0.0.1:50053"),
             ("INVENTORY_GRPC_URL", "inventory:50054"),
+            ("USER_GRPC_URL", "user:50052"),
+            ("ORDER_GRPC_URL", "grpc://order:50056"),
             ("CART_REDIS_URL", "http://carts:6379"),
         ] {
             let err = CartSettings::from_env(&Env::from_pairs([(name, value)])).unwrap_err();

@@ -18,6 +18,13 @@
 //!   tell the shopper it changed (PRICE_CHANGED); every read shows current
 //!   prices and stock from svc-product and svc-inventory.
 //!
+//! - `checkouts:user:<user id>`: the user's recent checkout attempts (see
+//!   [`CheckoutAttempt`]), so a repeated Checkout replays the same order:
+//!   field `<idempotency key>` holds the attempt as JSON; field
+//!   `checked_out:<order id>` marks an order whose lines were taken out of the
+//!   cart. Kept apart from the cart hash, whose every change answers with all
+//!   its fields. It expires [`CHECKOUT_MEMORY`] after the last checkout.
+//!
 //! Atomicity: every change is one Lua script (EVAL), which Redis runs alone, so
 //! the read-check-write of a change (does the line exist, does it fit 1..99,
 //! does the cart have room for line 101) can never interleave with another
@@ -34,9 +41,13 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fred::prelude::{Client, LuaInterface, Value};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use fred::prelude::{Client, HashesInterface, LuaInterface, Value};
+use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use shopmesh_platform::redis::bounded;
+use shopmesh_proto::shop::order::v1::{CreateOrderLine, CreateOrderRequest};
 use uuid::Uuid;
 
 use crate::error::CartError;
@@ -193,6 +204,94 @@ if #incoming > 0 then touch(cart) end
 return reply('OK', cart)
 "
 );
+
+/// KEYS[2]: the user's checkout attempts. ARGV[5]: the idempotency key;
+/// ARGV[6]: the attempt as JSON; ARGV[7]: seconds the attempts are kept. The
+/// first attempt recorded for a key wins: a concurrent or later one with the
+/// same key gets it back instead of its own.
+const RECORD_CHECKOUT: &str = r"
+local attempts, key = KEYS[2], ARGV[5]
+local existing = redis.call('HGET', attempts, key)
+if existing then return {'EXISTING', existing} end
+redis.call('HSET', attempts, key, ARGV[6])
+redis.call('EXPIRE', attempts, tonumber(ARGV[7]))
+return {'RECORDED', ARGV[6]}
+";
+
+/// KEYS[2]: the user's checkout attempts. ARGV[5]: the order id; ARGV[6]: the
+/// idempotency key; then pairs of SKU and ordered units. Takes what the order
+/// bought out of the cart (a line drops at 0 or below; a line or units added
+/// meanwhile stay), once per order: the marker `checked_out:<order id>` is set
+/// in the same step, so a repeat changes nothing.
+const CHECKED_OUT: &str = cart_script!(
+    r"
+open(cart)
+local attempts, marker = KEYS[2], 'checked_out:' .. ARGV[5]
+if redis.call('HEXISTS', attempts, marker) == 1 then return reply('UNCHANGED', cart) end
+local changed = false
+for i = 7, #ARGV, 2 do
+  local sku, ordered = ARGV[i], tonumber(ARGV[i + 1])
+  local current = tonumber(redis.call('HGET', cart, 'q:' .. sku) or 0)
+  if current > 0 then
+    changed = true
+    if current - ordered <= 0 then drop(cart, sku) else redis.call('HSET', cart, 'q:' .. sku, current - ordered) end
+  end
+end
+redis.call('HSET', attempts, marker, ARGV[6])
+if changed then touch(cart) end
+return reply('OK', cart)
+"
+);
+
+/// How long a user's checkout attempts are remembered after their last
+/// checkout: the window in which a repeated Checkout replays its order.
+pub const CHECKOUT_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A checkout attempt, recorded under its idempotency key before CreateOrder
+/// is first called: a repeat sends the same request again (CreateOrder is
+/// idempotent per user and key), whatever the cart or the address book holds
+/// by then.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckoutAttempt {
+    /// The address id the attempt named (a repeat naming another is refused).
+    pub shipping_address_id: String,
+    /// CreateOrder as first sent: lines from the cart, the resolved address;
+    /// never the payment method, which is not stored.
+    pub order: CreateOrderRequest,
+}
+
+/// How an attempt is stored: JSON around the protobuf of the request.
+#[derive(Serialize, Deserialize)]
+struct StoredAttempt {
+    shipping_address_id: String,
+    /// Base64 of the `CreateOrderRequest` protobuf.
+    create_order: String,
+}
+
+impl CheckoutAttempt {
+    fn to_json(&self) -> String {
+        let mut order = self.order.clone();
+        order.payment_method = None;
+        let stored = StoredAttempt {
+            shipping_address_id: self.shipping_address_id.clone(),
+            create_order: BASE64.encode(order.encode_to_vec()),
+        };
+        // Two strings: serializing cannot fail.
+        serde_json::to_string(&stored).unwrap_or_default()
+    }
+
+    fn from_json(json: &str) -> Result<Self, String> {
+        let stored: StoredAttempt = serde_json::from_str(json).map_err(|err| err.to_string())?;
+        let bytes = BASE64
+            .decode(stored.create_order)
+            .map_err(|err| err.to_string())?;
+        let order = CreateOrderRequest::decode(bytes.as_slice()).map_err(|err| err.to_string())?;
+        Ok(Self {
+            shipping_address_id: stored.shipping_address_id,
+            order,
+        })
+    }
+}
 
 /// Which cart a call is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -355,6 +454,79 @@ impl Carts {
         self.run(MERGE, &CartRef::User(user), &[from], args).await
     }
 
+    /// The attempt recorded for `user`'s idempotency key `key`, if any.
+    pub async fn checkout_attempt(
+        &self,
+        user: Uuid,
+        key: &str,
+    ) -> Result<Option<CheckoutAttempt>, CartError> {
+        let attempts = checkouts_key(user);
+        let json: Option<String> = bounded(
+            &self.redis,
+            REDIS_TIMEOUT,
+            self.redis.hget(attempts.clone(), key),
+        )
+        .await?;
+        json.map(|json| attempt_from_json(&attempts, &json))
+            .transpose()
+    }
+
+    /// Records `attempt` under `key` unless one is recorded already; the
+    /// attempt that stands for the key either way.
+    pub async fn record_checkout(
+        &self,
+        user: Uuid,
+        key: &str,
+        attempt: &CheckoutAttempt,
+    ) -> Result<CheckoutAttempt, CartError> {
+        let attempts = checkouts_key(user);
+        let args = vec![
+            key.to_owned(),
+            attempt.to_json(),
+            CHECKOUT_MEMORY.as_secs().to_string(),
+        ];
+        let reply = self
+            .eval(
+                RECORD_CHECKOUT,
+                &CartRef::User(user),
+                std::slice::from_ref(&attempts),
+                args,
+            )
+            .await?;
+        let mut parts = reply.into_array().into_iter().skip(1);
+        let json = parts
+            .next()
+            .and_then(Value::into_string)
+            .ok_or_else(|| CartError::Corrupt {
+                key: attempts.clone(),
+                reason: "no attempt in the script's reply".to_owned(),
+            })?;
+        attempt_from_json(&attempts, &json)
+    }
+
+    /// Takes the lines of the confirmed order `order_id` out of `user`'s cart,
+    /// once per order (a repeat is UNCHANGED).
+    pub async fn checked_out(
+        &self,
+        user: Uuid,
+        key: &str,
+        order_id: &str,
+        lines: &[CreateOrderLine],
+    ) -> Result<Changed, CartError> {
+        let mut args = vec![order_id.to_owned(), key.to_owned()];
+        for line in lines {
+            args.push(line.sku.clone());
+            args.push(line.quantity.to_string());
+        }
+        self.run(
+            CHECKED_OUT,
+            &CartRef::User(user),
+            &[checkouts_key(user)],
+            args,
+        )
+        .await
+    }
+
     /// Runs one script on `cart` (and `other_keys`) with the common arguments
     /// followed by `args`.
     async fn run(
@@ -364,14 +536,26 @@ impl Carts {
         other_keys: &[String],
         args: Vec<String>,
     ) -> Result<Changed, CartError> {
+        let reply = self.eval(script, cart, other_keys, args).await?;
+        decode(cart, &cart.key(), reply)
+    }
+
+    /// Runs one script with the common arguments followed by `args`; its raw
+    /// reply.
+    async fn eval(
+        &self,
+        script: &'static str,
+        cart: &CartRef,
+        other_keys: &[String],
+        args: Vec<String>,
+    ) -> Result<Value, CartError> {
         // An anonymous cart's id is its key's; a user's cart gets a new id
         // when this call creates it.
         let (id, owner, ttl) = match cart {
             CartRef::Anonymous(id) => (*id, String::new(), self.idle_ttl.as_secs()),
             CartRef::User(user) => (Uuid::now_v7(), user.to_string(), 0),
         };
-        let key = cart.key();
-        let mut keys = vec![key.clone()];
+        let mut keys = vec![cart.key()];
         keys.extend_from_slice(other_keys);
         let mut all_args = vec![now_ms().to_string(), ttl.to_string(), id.to_string(), owner];
         all_args.extend(args);
@@ -381,8 +565,20 @@ impl Carts {
             self.redis.eval(script, keys, all_args),
         )
         .await?;
-        decode(cart, &key, reply)
+        Ok(reply)
     }
+}
+
+/// The Redis key of `user`'s checkout attempts.
+fn checkouts_key(user: Uuid) -> String {
+    format!("checkouts:user:{user}")
+}
+
+fn attempt_from_json(key: &str, json: &str) -> Result<CheckoutAttempt, CartError> {
+    CheckoutAttempt::from_json(json).map_err(|err| CartError::Corrupt {
+        key: key.to_owned(),
+        reason: format!("a checkout attempt is unreadable: {err}"),
+    })
 }
 
 /// Milliseconds since the epoch, now.
@@ -563,6 +759,39 @@ mod tests {
     fn a_line_without_its_details_is_reported_not_dropped() {
         let err = cart_from_fields(fields(&[("id", "c1"), ("q:SKU-1", "1")]), None).unwrap_err();
         assert!(err.contains("SKU-1"), "{err}");
+    }
+
+    #[test]
+    fn an_attempt_round_trips_without_its_payment_method() {
+        use shopmesh_proto::shop::order::v1::ShippingAddress;
+        use shopmesh_proto::shop::payment::v1::PaymentMethod;
+        use shopmesh_proto::shop::payment::v1::payment_method::Method;
+        let attempt = CheckoutAttempt {
+            shipping_address_id: "a1".into(),
+            order: CreateOrderRequest {
+                idempotency_key: "k1".into(),
+                user_id: "u1".into(),
+                lines: vec![CreateOrderLine {
+                    product_id: "p1".into(),
+                    sku: "SKU-1".into(),
+                    quantity: 2,
+                }],
+                shipping_address: Some(ShippingAddress {
+                    recipient: "Ada".into(),
+                    ..ShippingAddress::default()
+                }),
+                payment_method: Some(PaymentMethod {
+                    method: Some(Method::TestCardNumber("4242424242424242".into())),
+                }),
+            },
+        };
+        let json = attempt.to_json();
+        assert!(!json.contains("4242"), "{json}");
+        let back = CheckoutAttempt::from_json(&json).unwrap();
+        assert_eq!(back.order.payment_method, None);
+        assert_eq!(back.order.lines, attempt.order.lines);
+        assert_eq!(back.order.shipping_address, attempt.order.shipping_address);
+        assert_eq!(back.shipping_address_id, "a1");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The real `svc-cart` binary, as an operator runs it: a bad cart setting
 //! stops it naming the variable; it starts and serves while svc-product and
-//! svc-inventory are down (their channels connect lazily), says which issue
-//! brings Checkout, and SIGTERM drains and exits cleanly.
+//! svc-inventory, svc-user and svc-order are down (their channels connect
+//! lazily; Checkout says UNAVAILABLE), and SIGTERM drains and exits cleanly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,6 +13,8 @@ use shopmesh_platform::testing::{
 };
 use shopmesh_proto::shop::cart::v1::cart_service_client::CartServiceClient;
 use shopmesh_proto::shop::cart::v1::{CheckoutRequest, CreateCartRequest};
+use shopmesh_proto::shop::payment::v1::PaymentMethod;
+use shopmesh_proto::shop::payment::v1::payment_method::Method;
 use tonic::Code;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_svc-cart");
@@ -30,6 +32,8 @@ fn service(port: u16) -> tokio::process::Command {
         .env("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN)
         .env("PRODUCT_GRPC_URL", NOWHERE)
         .env("INVENTORY_GRPC_URL", NOWHERE)
+        .env("USER_GRPC_URL", NOWHERE)
+        .env("ORDER_GRPC_URL", NOWHERE)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -41,6 +45,7 @@ async fn a_bad_cart_setting_stops_the_binary_naming_the_variable() {
     for (name, value) in [
         ("CART_IDLE_TTL_SECONDS", "0"),
         ("PRODUCT_GRPC_URL", "svc-product:50053"),
+        ("ORDER_GRPC_URL", "svc-order:50056"),
         ("CART_REDIS_URL", "http://carts:6379"),
     ] {
         let output = service(free_port())
@@ -86,11 +91,22 @@ async fn it_serves_without_its_dependencies_and_drains_on_sigterm() {
         .checkout(with_bearer(CheckoutRequest::default(), &token))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert_eq!(
-        err.message(),
-        "not implemented yet: Checkout arrives with the checkout issue (#5)"
-    );
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    // A valid request reads the cart (empty, so no dependency is needed).
+    let err = client
+        .checkout(with_bearer(
+            CheckoutRequest {
+                idempotency_key: "k1".into(),
+                shipping_address_id: "0190b4a0-0000-7000-8000-000000000001".into(),
+                payment_method: Some(PaymentMethod {
+                    method: Some(Method::TestCardNumber("4242424242424242".into())),
+                }),
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
 
     let pid = child.id().unwrap().to_string();
     assert!(

@@ -15,7 +15,7 @@ use shopmesh_proto::shop::payment::v1::payment_service_client::PaymentServiceCli
 use shopmesh_proto::shop::product::v1::BatchGetProductsRequest;
 use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
@@ -305,10 +305,7 @@ fn payment_of(payment: Option<payment::Payment>) -> Result<payment::Payment, Sta
 /// A channel that connects on first use, so svc-order starts without its
 /// dependencies.
 fn lazy_channel(url: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(CALL_DEADLINE)
-        .connect_lazy())
+    shopmesh_platform::clients::lazy_channel(url, CONNECT_TIMEOUT, CALL_DEADLINE)
 }
 
 #[cfg(test)]

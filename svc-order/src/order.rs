@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 pub const MAX_LINES: usize = 100;
 pub const LINE_QUANTITY: std::ops::RangeInclusive<i32> = 1..=99;
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+pub use shopmesh_platform::errors::MAX_IDEMPOTENCY_KEY_LEN;
 pub const MAX_REASON_LEN: usize = 500;
 const MAX_ADDRESS_FIELD_LEN: usize = 200;
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
@@ -204,9 +204,7 @@ impl OrderRequest {
         let mut violations = FieldViolations::new();
         let key = &request.idempotency_key;
         violations.check(
-            !key.is_empty()
-                && key.len() <= MAX_IDEMPOTENCY_KEY_LEN
-                && key.bytes().all(|b| b.is_ascii_graphic() || b == b' '),
+            shopmesh_platform::errors::is_idempotency_key(key),
             "idempotency_key",
             "must be 1 to 128 printable ASCII characters",
         );

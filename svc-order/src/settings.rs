@@ -30,17 +30,6 @@ pub struct OrderSettings {
     pub response_wait: Duration,
 }
 
-fn url(env: &Env, name: &str, default: &str) -> Result<String, SettingsError> {
-    let url: String = env.or(name, default.to_owned())?;
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(SettingsError {
-            variable: name.to_owned(),
-            reason: format!("{url:?} must be an http:// or https:// URL"),
-        });
-    }
-    Ok(url)
-}
-
 impl OrderSettings {
     pub fn from_env(env: &Env) -> Result<Self, SettingsError> {
         let saga_lease = env.seconds("ORDER_SAGA_LEASE_SECONDS", 30)?;
@@ -54,9 +43,9 @@ impl OrderSettings {
             });
         }
         Ok(Self {
-            product_url: url(env, "PRODUCT_GRPC_URL", "http://127.0.0.1:50053")?,
-            inventory_url: url(env, "INVENTORY_GRPC_URL", "http://127.0.0.1:50054")?,
-            payment_url: url(env, "PAYMENT_GRPC_URL", "http://127.0.0.1:50057")?,
+            product_url: env.grpc_url("PRODUCT_GRPC_URL", "http://127.0.0.1:50053")?,
+            inventory_url: env.grpc_url("INVENTORY_GRPC_URL", "http://127.0.0.1:50054")?,
+            payment_url: env.grpc_url("PAYMENT_GRPC_URL", "http://127.0.0.1:50057")?,
             saga_timeout: env.seconds("ORDER_SAGA_TIMEOUT_SECONDS", 60)?,
             saga_lease,
             max_backoff: env.seconds("ORDER_SAGA_MAX_BACKOFF_SECONDS", 30)?,

@@ -29,14 +29,7 @@ impl ProductSettings {
                 reason: format!("{ttl_seconds} is above 86400 seconds"),
             });
         }
-        let inventory_url: String =
-            env.or("INVENTORY_GRPC_URL", "http://127.0.0.1:50054".to_owned())?;
-        if !(inventory_url.starts_with("http://") || inventory_url.starts_with("https://")) {
-            return Err(SettingsError {
-                variable: "INVENTORY_GRPC_URL".to_owned(),
-                reason: format!("{inventory_url:?} must be an http:// or https:// URL"),
-            });
-        }
+        let inventory_url = env.grpc_url("INVENTORY_GRPC_URL", "http://127.0.0.1:50054")?;
         let currency: String = env.or("CATALOG_CURRENCY", "USD".to_owned())?;
         if !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase())) {
             return Err(SettingsError {

@@ -21,10 +21,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt;
+use shopmesh_platform::clients::LazyChannel;
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_proto::shop::inventory::v1::{Stock, WatchStockRequest};
 use tokio::sync::Notify;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::availability::Availability;
 use crate::cache::ProductCache;
@@ -55,13 +56,11 @@ impl StockWatch {
         availability: Availability,
         inventory_url: &str,
     ) -> anyhow::Result<Self> {
-        let channel = Endpoint::from_shared(inventory_url.to_owned())
-            .context("INVENTORY_GRPC_URL is not a valid URL")?
-            .connect_timeout(Duration::from_secs(5))
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        // A long-lived stream: keep-alive pings notice a peer that vanished.
+        let channel = LazyChannel::new(Duration::from_secs(5))
+            .keep_alive(Duration::from_secs(30), Duration::from_secs(10))
+            .connect(inventory_url)
+            .context("INVENTORY_GRPC_URL is not a valid URL")?;
         let resync = Arc::new(Notify::new());
         tokio::spawn(supervise(
             store,
