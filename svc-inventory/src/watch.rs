@@ -13,14 +13,12 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
@@ -30,7 +28,6 @@ use crate::stock::StockLevel;
 pub const CHANNEL: &str = "inventory_stock";
 /// Signals a stream may fall behind by before it resynchronises.
 const CAPACITY: usize = 1024;
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// What the relay tells the streams.
 #[derive(Clone, Debug)]
@@ -70,9 +67,13 @@ impl StockWatch {
         db: &PgPool,
         closing: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<Self> {
-        let listener = listen(db).await?;
         let (watch, close) = Self::detached(CAPACITY);
-        tokio::spawn(relay(listener, db.clone(), watch.signals.clone()));
+        let signals = watch.signals.clone();
+        // No stream listening is fine; a gap in listening makes them resynchronise.
+        shopmesh_platform::db::relay_notifications(db, CHANNEL, move |payload| {
+            let _ = signals.send(signal_of(payload));
+        })
+        .await?;
         tokio::spawn(async move {
             closing.await;
             let _ = close.send(true);
@@ -113,12 +114,6 @@ impl StockWatch {
     }
 }
 
-async fn listen(db: &PgPool) -> sqlx::Result<PgListener> {
-    let mut listener = PgListener::connect_with(db).await?;
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
-}
-
 /// The payload `stock_announce` sends.
 #[derive(Deserialize)]
 struct Announcement {
@@ -141,46 +136,16 @@ impl From<Announcement> for StockLevel {
     }
 }
 
-/// Relays notifications until the service's pool closes. After any gap in
-/// listening it reconnects and tells the streams to resynchronise.
-async fn relay(mut listener: PgListener, db: PgPool, signals: broadcast::Sender<Signal>) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match listener.try_recv().await {
-            Ok(Some(notification)) => {
-                backoff = Duration::from_millis(100);
-                let signal = match serde_json::from_str::<Announcement>(notification.payload()) {
-                    Ok(announcement) => Signal::Level(Arc::new(announcement.into())),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "unreadable stock announcement");
-                        Signal::Resync
-                    }
-                };
-                // No stream listening is fine.
-                let _ = signals.send(signal);
-            }
-            // The connection dropped and was re-established, LISTEN included.
-            Ok(None) => {
-                tracing::warn!("stock LISTEN connection was lost; watchers resynchronise");
-                let _ = signals.send(Signal::Resync);
-            }
-            Err(sqlx::Error::PoolClosed) => return,
-            Err(err) => {
-                tracing::warn!(error = %err, "stock LISTEN failed; reconnecting");
-                loop {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    match listen(&db).await {
-                        Ok(fresh) => {
-                            listener = fresh;
-                            let _ = signals.send(Signal::Resync);
-                            break;
-                        }
-                        Err(sqlx::Error::PoolClosed) => return,
-                        Err(err) => tracing::warn!(error = %err, "stock LISTEN reconnect failed"),
-                    }
-                }
-            }
+/// What a notification (`None`: maybe some were missed) tells the streams.
+fn signal_of(payload: Option<&str>) -> Signal {
+    let Some(payload) = payload else {
+        return Signal::Resync;
+    };
+    match serde_json::from_str::<Announcement>(payload) {
+        Ok(announcement) => Signal::Level(Arc::new(announcement.into())),
+        Err(err) => {
+            tracing::warn!(error = %err, "unreadable stock announcement");
+            Signal::Resync
         }
     }
 }
@@ -275,6 +240,7 @@ async fn closed(closing: &mut watch::Receiver<bool>) {
 mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use futures::StreamExt;
 

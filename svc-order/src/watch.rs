@@ -1,8 +1,8 @@
 //! Following orders as they change, on every replica. Each status change
 //! `pg_notify`s `order_status` with the order id in its own transaction, so
 //! PostgreSQL delivers it on commit to every listening process. Each process
-//! keeps one LISTEN connection (the approach of svc-inventory's stock watch)
-//! and relays the ids into a tokio broadcast channel.
+//! keeps one LISTEN connection (`platform::db::relay_notifications`) and
+//! relays the ids into a tokio broadcast channel.
 //!
 //! Streams read what changed from `order_status_history`, not from the
 //! notification: a stream that lags, or a relay that reconnects, reads the
@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use futures::Stream;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -23,7 +22,6 @@ use crate::order::{Order, OrderError, OrderStatus, StatusChange};
 use crate::store::{CHANNEL, Store};
 
 const CAPACITY: usize = 1024;
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Waiting RPCs also look again this often, in case a notification was lost.
 const RECHECK: Duration = Duration::from_millis(500);
 
@@ -58,10 +56,17 @@ impl OrderWatch {
         db: &PgPool,
         closing: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<Self> {
-        let listener = listen(db).await?;
         let (signals, _) = broadcast::channel(CAPACITY);
         let (close, closed) = watch::channel(false);
-        tokio::spawn(relay(listener, db.clone(), signals.clone()));
+        let relayed = signals.clone();
+        // No stream listening is fine; a gap in listening makes everyone look again.
+        shopmesh_platform::db::relay_notifications(db, CHANNEL, move |payload| {
+            let signal = payload
+                .and_then(|id| Uuid::parse_str(id).ok())
+                .map_or(Signal::Resync, Signal::Changed);
+            let _ = relayed.send(signal);
+        })
+        .await?;
         tokio::spawn(async move {
             closing.await;
             let _ = close.send(true);
@@ -226,50 +231,5 @@ fn as_of(order: &Order, change: &StatusChange) -> Order {
 async fn closed(closing: &mut watch::Receiver<bool>) {
     if closing.wait_for(|closing| *closing).await.is_err() {
         std::future::pending::<()>().await;
-    }
-}
-
-async fn listen(db: &PgPool) -> sqlx::Result<PgListener> {
-    let mut listener = PgListener::connect_with(db).await?;
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
-}
-
-/// Relays notifications until the pool closes; after a gap in listening it
-/// reconnects and tells everyone to look again.
-async fn relay(mut listener: PgListener, db: PgPool, signals: broadcast::Sender<Signal>) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match listener.try_recv().await {
-            Ok(Some(notification)) => {
-                backoff = Duration::from_millis(100);
-                let signal = match Uuid::parse_str(notification.payload()) {
-                    Ok(id) => Signal::Changed(id),
-                    Err(_) => Signal::Resync,
-                };
-                let _ = signals.send(signal);
-            }
-            Ok(None) => {
-                tracing::warn!("order LISTEN connection was lost; watchers catch up");
-                let _ = signals.send(Signal::Resync);
-            }
-            Err(sqlx::Error::PoolClosed) => return,
-            Err(err) => {
-                tracing::warn!(error = %err, "order LISTEN failed; reconnecting");
-                loop {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    match listen(&db).await {
-                        Ok(fresh) => {
-                            listener = fresh;
-                            let _ = signals.send(Signal::Resync);
-                            break;
-                        }
-                        Err(sqlx::Error::PoolClosed) => return,
-                        Err(err) => tracing::warn!(error = %err, "order LISTEN reconnect failed"),
-                    }
-                }
-            }
-        }
     }
 }
