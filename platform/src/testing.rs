@@ -355,3 +355,66 @@ pub async fn wait_until_serving(
         endpoint.uri()
     )
 }
+
+/// A local port nothing listens on at the moment of the call.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap_or_else(|err| panic!("no free local port: {err}"))
+}
+
+/// The service binary at `path` (`env!("CARGO_BIN_EXE_svc-x")`) as an operator
+/// runs it, serving gRPC on 127.0.0.1:`port` with the test defaults: a fresh
+/// database, the test Redis and broker, the test service token, a 3 s drain.
+/// Output is captured and the process is killed if the command is dropped;
+/// add or override settings with `.env(..)`.
+pub fn service_command(path: &str, port: u16) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(path);
+    command
+        .env("DATABASE_URL", fresh_database_url())
+        .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("SHUTDOWN_DRAIN_SECONDS", "3")
+        .env("REDIS_URL", redis_url())
+        .env("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if let Ok(brokers) = std::env::var("TEST_KAFKA_BROKERS") {
+        command.env("KAFKA_BROKERS", brokers);
+    }
+    command
+}
+
+/// Runs `command`, which must fail to start, and returns what it printed
+/// (stdout then stderr); panics if it exited successfully.
+pub async fn refused_start(command: &mut tokio::process::Command) -> String {
+    let output = command
+        .output()
+        .await
+        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !output.status.success(),
+        "started although it should not: {said}"
+    );
+    said
+}
+
+/// Sends SIGTERM to `child`, as Kubernetes does to stop a pod.
+pub fn sigterm(child: &tokio::process::Child) {
+    let Some(pid) = child.id() else {
+        panic!("the child has already exited");
+    };
+    let pid = pid.to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(sent, "kill -TERM {pid} failed");
+}

@@ -5,11 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use shopmesh_platform::testing::{
-    INTERNAL_TOKEN, TestIdentity, fresh_database_url, redis_url, wait_until_serving, with_bearer,
+    TestIdentity, free_port, refused_start, service_command, sigterm, wait_until_serving,
+    with_bearer,
 };
 use shopmesh_proto::shop::cart::v1::cart_service_client::CartServiceClient;
 use shopmesh_proto::shop::cart::v1::{CheckoutRequest, CreateCartRequest};
@@ -22,21 +23,13 @@ const BINARY: &str = env!("CARGO_BIN_EXE_svc-cart");
 const NOWHERE: &str = "http://127.0.0.1:9";
 
 fn service(port: u16) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(BINARY);
+    let mut command = service_command(BINARY, port);
     command
-        .env("DATABASE_URL", fresh_database_url())
-        .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
-        .env("METRICS_ADDR", "127.0.0.1:0")
         .env("SHUTDOWN_DRAIN_SECONDS", "3")
-        .env("REDIS_URL", redis_url())
-        .env("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN)
         .env("PRODUCT_GRPC_URL", NOWHERE)
         .env("INVENTORY_GRPC_URL", NOWHERE)
         .env("USER_GRPC_URL", NOWHERE)
-        .env("ORDER_GRPC_URL", NOWHERE)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .env("ORDER_GRPC_URL", NOWHERE);
     command
 }
 
@@ -48,17 +41,7 @@ async fn a_bad_cart_setting_stops_the_binary_naming_the_variable() {
         ("ORDER_GRPC_URL", "svc-order:50056"),
         ("CART_REDIS_URL", "http://carts:6379"),
     ] {
-        let output = service(free_port())
-            .env(name, value)
-            .output()
-            .await
-            .unwrap();
-        assert!(!output.status.success(), "{name}={value}");
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let said = refused_start(service(free_port()).env(name, value)).await;
         assert!(said.contains(name), "{name}: {said}");
     }
 }
@@ -108,26 +91,11 @@ async fn it_serves_without_its_dependencies_and_drains_on_sigterm() {
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
 
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     // A hang guard, not a speed check: the drain bound is 3 s.
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
         .await
         .expect("exits after SIGTERM")
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

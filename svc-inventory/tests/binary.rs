@@ -4,11 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use shopmesh_platform::testing::{
-    INTERNAL_TOKEN, fresh_database_url, redis_url, wait_until_serving,
+    free_port, refused_start, service_command, sigterm, wait_until_serving,
 };
 use shopmesh_proto::shop::inventory::v1::WatchStockRequest;
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
@@ -19,17 +19,8 @@ const BINARY: &str = env!("CARGO_BIN_EXE_svc-inventory");
 const DRAIN_SECONDS: u64 = 60;
 
 fn service(port: u16) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(BINARY);
-    command
-        .env("DATABASE_URL", fresh_database_url())
-        .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
-        .env("METRICS_ADDR", "127.0.0.1:0")
-        .env("SHUTDOWN_DRAIN_SECONDS", DRAIN_SECONDS.to_string())
-        .env("REDIS_URL", redis_url())
-        .env("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut command = service_command(BINARY, port);
+    command.env("SHUTDOWN_DRAIN_SECONDS", DRAIN_SECONDS.to_string());
     command
 }
 
@@ -39,17 +30,7 @@ async fn a_bad_inventory_setting_stops_the_binary_naming_the_variable() {
         ("RESERVATION_SWEEP_SECONDS", "0"),
         ("SEED_DEMO_STOCK", "maybe"),
     ] {
-        let output = service(free_port())
-            .env(name, value)
-            .output()
-            .await
-            .unwrap();
-        assert!(!output.status.success(), "{name}={value}");
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let said = refused_start(service(free_port()).env(name, value)).await;
         assert!(said.contains(name), "{name}: {said}");
     }
 }
@@ -81,14 +62,7 @@ async fn sigterm_ends_open_watches_and_exits_zero_before_the_drain_bound() {
     );
 
     let sent = Instant::now();
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     let end = tokio::time::timeout(Duration::from_secs(30), stream.message())
         .await
         .expect("the watch ends after SIGTERM");
@@ -105,12 +79,4 @@ async fn sigterm_ends_open_watches_and_exits_zero_before_the_drain_bound() {
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
     assert!(sent.elapsed() < Duration::from_secs(DRAIN_SECONDS));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

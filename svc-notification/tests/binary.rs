@@ -4,11 +4,12 @@
 //! key), and SIGTERM ends open WatchMyNotifications streams at once and exits
 //! cleanly.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use shopmesh_platform::testing::{
-    INTERNAL_TOKEN, TestIdentity, fresh_database_url, redis_url, wait_until_serving, with_bearer,
+    TestIdentity, free_port, fresh_database_url, service_command, sigterm, wait_until_serving,
+    with_bearer,
 };
 use shopmesh_proto::shop::notification::v1::WatchMyNotificationsRequest;
 use shopmesh_proto::shop::notification::v1::notification_service_client::NotificationServiceClient;
@@ -20,23 +21,12 @@ const DRAIN_SECONDS: u64 = 60;
 const SECRET_KEY: &str = "very-secret-sms-key";
 
 fn service(port: u16, database_url: &str) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(BINARY);
+    let mut command = service_command(BINARY, port);
     command
         .env("DATABASE_URL", database_url)
-        .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
-        .env("METRICS_ADDR", "127.0.0.1:0")
         .env("SHUTDOWN_DRAIN_SECONDS", DRAIN_SECONDS.to_string())
-        .env("REDIS_URL", redis_url())
-        .env("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN)
         .env("SMTP_URL", "log:")
-        .env("USER_GRPC_URL", "http://127.0.0.1:9")
-        .env(
-            "KAFKA_BROKERS",
-            std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_owned()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .env("USER_GRPC_URL", "http://127.0.0.1:9");
     command
 }
 
@@ -102,14 +92,7 @@ async fn sigterm_ends_open_watches_and_exits_zero() {
         .into_inner();
 
     let sent = Instant::now();
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     let end = tokio::time::timeout(Duration::from_secs(30), stream.message())
         .await
         .expect("the watch ends after SIGTERM")
@@ -125,12 +108,4 @@ async fn sigterm_ends_open_watches_and_exits_zero() {
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
     assert!(sent.elapsed() < Duration::from_secs(DRAIN_SECONDS));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -4,11 +4,12 @@
 //! at once (so they do not hold the drain open), lets go of the sagas it
 //! runs, and exits cleanly.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use shopmesh_platform::testing::{
-    INTERNAL_TOKEN, TestIdentity, fresh_database_url, redis_url, wait_until_serving, with_bearer,
+    TestIdentity, free_port, fresh_database_url, refused_start, service_command, sigterm,
+    wait_until_serving, with_bearer,
 };
 use shopmesh_proto::shop::order::v1::order_service_client::OrderServiceClient;
 use shopmesh_proto::shop::order::v1::{OrderStatus, WatchOrderRequest};
@@ -22,20 +23,13 @@ const DRAIN_SECONDS: u64 = 60;
 const NOWHERE: &str = "http://127.0.0.1:9";
 
 fn service(port: u16, database_url: &str) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(BINARY);
+    let mut command = service_command(BINARY, port);
     command
         .env("DATABASE_URL", database_url)
-        .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
-        .env("METRICS_ADDR", "127.0.0.1:0")
         .env("SHUTDOWN_DRAIN_SECONDS", DRAIN_SECONDS.to_string())
-        .env("REDIS_URL", redis_url())
-        .env("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN)
         .env("PRODUCT_GRPC_URL", NOWHERE)
         .env("INVENTORY_GRPC_URL", NOWHERE)
-        .env("PAYMENT_GRPC_URL", NOWHERE)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .env("PAYMENT_GRPC_URL", NOWHERE);
     command
 }
 
@@ -46,17 +40,8 @@ async fn a_bad_order_setting_stops_the_binary_naming_the_variable() {
         ("ORDER_SAGA_LEASE_SECONDS", "3"),
         ("PAYMENT_GRPC_URL", "payments:50057"),
     ] {
-        let output = service(free_port(), &fresh_database_url())
-            .env(name, value)
-            .output()
-            .await
-            .unwrap();
-        assert!(!output.status.success(), "{name}={value}");
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let said =
+            refused_start(service(free_port(), &fresh_database_url()).env(name, value)).await;
         assert!(said.contains(name), "{name}: {said}");
     }
 }
@@ -126,14 +111,7 @@ async fn sigterm_ends_open_watches_lets_go_of_sagas_and_exits_zero() {
     }
 
     let sent = Instant::now();
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     let end = tokio::time::timeout(Duration::from_secs(30), stream.message())
         .await
         .expect("the watch ends after SIGTERM")
@@ -156,12 +134,4 @@ async fn sigterm_ends_open_watches_lets_go_of_sagas_and_exits_zero() {
         .await
         .unwrap();
     assert_eq!(lease, None, "the saga is free for the next process");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -3,27 +3,16 @@
 //! setting stops it naming the variable, and with good ones it serves and
 //! exits cleanly on SIGTERM.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use shopmesh_platform::testing::{
-    INTERNAL_TOKEN, fresh_database_url, redis_url, wait_until_serving,
-};
+use shopmesh_platform::testing::{free_port, service_command, sigterm, wait_until_serving};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_svc-payment");
 
 fn service(port: u16) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(BINARY);
-    command
-        .env("DATABASE_URL", fresh_database_url())
-        .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
-        .env("METRICS_ADDR", "127.0.0.1:0")
-        .env("SHUTDOWN_DRAIN_SECONDS", "5")
-        .env("REDIS_URL", redis_url())
-        .env("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut command = service_command(BINARY, port);
+    command.env("SHUTDOWN_DRAIN_SECONDS", "5");
     command
 }
 
@@ -82,25 +71,10 @@ async fn it_serves_and_exits_zero_on_sigterm() {
     wait_until_serving(&format!("http://127.0.0.1:{port}"), Duration::from_secs(60))
         .await
         .expect("svc-payment became SERVING");
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .expect("exits after SIGTERM")
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use shopmesh_platform::testing::wait_until_serving;
+use shopmesh_platform::testing::{free_port, service_command, sigterm, wait_until_serving};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_svc-product");
 
@@ -37,19 +37,7 @@ fn a_bad_setting_stops_the_binary_naming_the_variable() {
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
     let port = free_port();
-    let mut child = tokio::process::Command::new(BINARY)
-        .env(
-            "DATABASE_URL",
-            shopmesh_platform::testing::fresh_database_url(),
-        )
-        .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
-        .env("METRICS_ADDR", "127.0.0.1:0")
-        .env("SHUTDOWN_DRAIN_SECONDS", "3")
-        .env("REDIS_URL", shopmesh_platform::testing::redis_url())
-        .env(
-            "INTERNAL_SERVICE_TOKEN",
-            shopmesh_platform::testing::INTERNAL_TOKEN,
-        )
+    let mut child = service_command(BINARY, port)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -59,26 +47,11 @@ async fn sigterm_drains_and_exits_zero() {
         .await
         .expect("svc-product became SERVING");
 
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     // A hang guard, not a speed check: the drain bound is 3 s.
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
         .await
         .expect("exits after SIGTERM")
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
