@@ -11,7 +11,6 @@ mod store;
 mod sweeper;
 mod watch;
 
-use std::future::Future;
 use std::time::Duration;
 
 use shopmesh_platform::settings::{Env, SettingsError};
@@ -51,19 +50,12 @@ impl InventorySettings {
     }
 }
 
-/// Builds the service on a prepared context. WatchStock streams run until their
-/// clients leave or the server stops (what tests use).
+/// Builds the service on a prepared context. When the service begins to shut
+/// down (`ctx.shutdown`), open WatchStock streams end with UNAVAILABLE so that
+/// they do not hold a draining server open and their clients reconnect to
+/// another replica.
 pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
-    build_until(ctx, std::future::pending()).await
-}
-
-/// Builds the service; when `shutdown` resolves, open WatchStock streams end
-/// with UNAVAILABLE so that they do not hold a draining server open and their
-/// clients reconnect to another replica. The binary passes its shutdown signal.
-pub async fn build_until(
-    ctx: Context,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<GrpcServer> {
+    let shutdown = ctx.shutdown.clone().cancelled_owned();
     let settings = InventorySettings::from_env(&ctx.env)?;
     if settings.seed_demo_stock {
         store::seed_if_empty(&ctx.db, &shopmesh_demo::demo_catalog()).await?;

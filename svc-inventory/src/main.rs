@@ -4,8 +4,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    shopmesh_platform::app::main(&svc_inventory::SPEC, |ctx| {
-        svc_inventory::build_until(ctx, shopmesh_platform::shutdown::shutdown_signal())
-    })
-    .await
+    shopmesh_platform::app::main(&svc_inventory::SPEC, svc_inventory::build).await
 }

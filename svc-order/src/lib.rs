@@ -20,8 +20,6 @@ pub mod settings;
 mod store;
 mod watch;
 
-use std::future::Future;
-
 use futures::FutureExt;
 use shopmesh_platform::auth::ServiceCredentials;
 use shopmesh_platform::{Context, GrpcServer, ServiceSpec};
@@ -38,21 +36,13 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     migrator: &MIGRATOR,
 };
 
-/// Builds the service on a prepared context. The saga runner and WatchOrder
-/// streams run until the service's database pool closes (what tests use).
+/// Builds the service on a prepared context. When the service begins to shut
+/// down (`ctx.shutdown`), the saga runner stops claiming sagas (each one it
+/// drives finishes its current step and is let go, for another replica or the
+/// next start) and open WatchOrder streams end with UNAVAILABLE so they do not
+/// hold the drain open.
 pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
-    build_until(ctx, std::future::pending()).await
-}
-
-/// Builds the service; when `shutdown` resolves, the saga runner stops
-/// claiming sagas (each one it drives finishes its current step and is let
-/// go, for another replica or the next start) and open WatchOrder streams end
-/// with UNAVAILABLE so they do not hold the drain open. The binary passes
-/// its shutdown signal.
-pub async fn build_until(
-    ctx: Context,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<GrpcServer> {
+    let shutdown = ctx.shutdown.clone().cancelled_owned();
     let settings = OrderSettings::from_env(&ctx.env)?;
     shopmesh_platform::events::start_relay(&ctx, &[events::TOPIC]);
     let credentials = ServiceCredentials::new(SPEC.name, &ctx.settings.auth.internal_token)?;

@@ -4,8 +4,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    shopmesh_platform::app::main(&svc_order::SPEC, |ctx| {
-        svc_order::build_until(ctx, shopmesh_platform::shutdown::shutdown_signal())
-    })
-    .await
+    shopmesh_platform::app::main(&svc_order::SPEC, svc_order::build).await
 }

@@ -450,28 +450,17 @@ async fn product_reads_show_current_availability_even_from_the_cache() {
         assert_eq!(product.available_quantity, expected, "{}", product.sku);
     }
 
-    // Stock moves: every read shows it, cached copies included.
-    inventory.set(&demo.sku, 3);
-    eventually(10, "reads show the new level", || {
-        let mut client = client.clone();
-        let (id, name) = (id.clone(), name.clone());
-        async move { shown_availability(&mut client, &id, &name).await == [3; 3] }
-    })
-    .await;
-    inventory.set(&demo.sku, 0);
-    eventually(10, "reads show the sell-out", || {
-        let mut client = client.clone();
-        let (id, name) = (id.clone(), name.clone());
-        async move { shown_availability(&mut client, &id, &name).await == [0; 3] }
-    })
-    .await;
-    inventory.set(&demo.sku, 11);
-    eventually(10, "reads show the restock", || {
-        let mut client = client.clone();
-        let (id, name) = (id.clone(), name.clone());
-        async move { shown_availability(&mut client, &id, &name).await == [11; 3] }
-    })
-    .await;
+    // Stock moves (down, sold out, restocked): every read shows it, cached
+    // copies included.
+    for level in [3, 0, 11] {
+        inventory.set(&demo.sku, level);
+        eventually(10, "reads show the new level", || {
+            let mut client = client.clone();
+            let (id, name) = (id.clone(), name.clone());
+            async move { shown_availability(&mut client, &id, &name).await == [level; 3] }
+        })
+        .await;
+    }
     let database_url = service.database_url.clone();
     service.stop().await.unwrap();
 
