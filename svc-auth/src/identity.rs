@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use shopmesh_platform::auth::{ADMIN_ROLE, SessionStore};
+use shopmesh_proto::shop::events::v1::UserRegistered;
 use uuid::Uuid;
 
 use crate::credentials::{Email, PasswordHasher};
@@ -49,6 +50,9 @@ impl From<sqlx::Error> for IdentityError {
         Self::Internal(err.into())
     }
 }
+
+/// Where account events go (key: the user id, aggregate type "user").
+pub const TOPIC: &str = "shop.auth.events";
 
 type Result<T, E = IdentityError> = std::result::Result<T, E>;
 
@@ -110,6 +114,23 @@ impl Identity {
             tracing::info!(%user_id, "bootstrap admin registered");
         }
         Store::insert_pending_profile(&mut tx, user_id, ATTEMPT_LEASE).await?;
+        // In the same transaction: no account without its event, no event
+        // without its account (svc-notification sends the welcome email).
+        let registered = UserRegistered {
+            user_id: user_id.to_string(),
+            email: email.given.clone(),
+            display_name: display_name.clone(),
+            register_time: Some(std::time::SystemTime::now().into()),
+        };
+        shopmesh_platform::events::publish(
+            &mut tx,
+            TOPIC,
+            "user",
+            user_id.to_string(),
+            &registered,
+        )
+        .await
+        .map_err(|err| IdentityError::Internal(err.into()))?;
         tx.commit().await?;
         tracing::info!(%user_id, "account registered");
 

@@ -49,6 +49,7 @@ pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
     let auth = &ctx.settings.auth;
     let store = Store::new(ctx.db.clone());
 
+    shopmesh_platform::events::start_relay(&ctx, &[identity::TOPIC]);
     let keys = KeyRing::new(store.clone());
     keys.ensure().await?;
     if !settings.bootstrap_admins.is_empty() {

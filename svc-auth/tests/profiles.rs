@@ -1,6 +1,7 @@
 //! The svc-user profile of every account, against a fake svc-user: created at
 //! registration with svc-auth's service credential, and when svc-user is down,
-//! created later by the retry task, exactly once.
+//! created later by the retry task, exactly once. Registration announces
+//! UserRegistered on `shop.auth.events`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,7 +9,9 @@ mod support;
 
 use std::time::Duration;
 
-use shopmesh_platform::testing::INTERNAL_TOKEN;
+use shopmesh_platform::events::EnvelopeExt as _;
+use shopmesh_platform::testing::{INTERNAL_TOKEN, wait_for_events};
+use shopmesh_proto::shop::events::v1::UserRegistered;
 use support::{
     FakeUserService, eventually, free_port, register, start, start_with_user_url, unique_email,
 };
@@ -34,6 +37,15 @@ async fn registration_creates_the_profile_with_the_service_credential() {
     assert_eq!(call.service_name.as_deref(), Some("svc-auth"));
     assert_eq!(call.service_token.as_deref(), Some(INTERNAL_TOKEN));
     assert_eq!(pending_rows(&h.service.db).await, 0);
+
+    // UserRegistered, from the registration's transaction through the outbox
+    // (svc-notification sends the welcome email from it).
+    let events = wait_for_events("shop.auth.events", &user_id, 1).await;
+    let registered: UserRegistered = events[0].payload_as().unwrap();
+    assert_eq!(registered.user_id, user_id);
+    assert_eq!(registered.email, email);
+    assert_eq!(registered.display_name, "Test Shopper");
+    assert_eq!(events[0].aggregate_type, "user");
     h.service.stop().await.unwrap();
 }
 

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use shopmesh_platform::db::relay_notifications;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -40,6 +41,11 @@ pub struct Sender {
 }
 
 /// The wait after the `attempts`-th failed attempt: 1 s, 2 s, 4 s, … up to `max`.
+/// How long a notification waits for its recipient's profile to exist before
+/// it fails: longer than svc-auth takes to create it after a registration,
+/// even across a short svc-user outage.
+const PROFILE_GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
+
 pub fn backoff(attempts: i32, max: Duration) -> Duration {
     let doublings = attempts.saturating_sub(1).clamp(0, 20) as u32;
     FIRST_BACKOFF.saturating_mul(1 << doublings).min(max)
@@ -93,6 +99,20 @@ impl Sender {
         let channel = n.channel.as_str();
         let contact = match self.recipients.contact(n.user_id).await {
             Ok(contact) => contact,
+            // svc-auth creates the profile right after the account, and
+            // retries while svc-user is down: a welcome can arrive first.
+            Err(LookupError::NotFound) if Utc::now() - n.created_at < PROFILE_GRACE => {
+                outcome(channel, "deferred");
+                return self
+                    .store
+                    .retry_later(
+                        n.id,
+                        backoff(3, self.max_backoff),
+                        "waiting for the recipient's profile",
+                        false,
+                    )
+                    .await;
+            }
             Err(LookupError::NotFound) => {
                 outcome(channel, "failed");
                 return self

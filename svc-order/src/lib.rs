@@ -7,11 +7,14 @@
 //! persisted step by step in PostgreSQL, compensating on failure; any
 //! replica, or the same one after a restart, resumes what is in flight.
 //! Status changes are announced with LISTEN/NOTIFY to WatchOrder streams and
-//! to the RPCs waiting for a saga to settle. See `docs/checkout.md`.
+//! to the RPCs waiting for a saga to settle. A consumer of
+//! `shop.payment.events` keeps a payment ledger and checks it against the
+//! orders (`ledger.rs`). See `docs/checkout.md`.
 
 mod api;
 mod clients;
 pub mod events;
+pub mod ledger;
 mod metrics;
 pub mod order;
 mod runner;
@@ -45,6 +48,14 @@ pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
     let shutdown = ctx.shutdown.clone().cancelled_owned();
     let settings = OrderSettings::from_env(&ctx.env)?;
     shopmesh_platform::events::start_relay(&ctx, &[events::TOPIC]);
+    shopmesh_platform::events::start_consumer(
+        &ctx,
+        &settings.consumer_group,
+        &[ledger::TOPIC],
+        ledger::PaymentLedger,
+        |c| c,
+    );
+    ledger::spawn_checker(ctx.db.clone(), settings.ledger_check, ctx.shutdown.clone());
     let credentials = ServiceCredentials::new(SPEC.name, &ctx.settings.auth.internal_token)?;
     let clients = clients::Clients::connect(&settings, credentials)?;
     let store = store::Store::new(ctx.db.clone());

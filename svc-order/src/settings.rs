@@ -5,6 +5,7 @@ use std::time::Duration;
 use shopmesh_platform::settings::{Env, SettingsError};
 
 use crate::clients::CALL_DEADLINE;
+use crate::ledger::CheckSettings;
 
 #[derive(Clone, Debug)]
 pub struct OrderSettings {
@@ -28,6 +29,13 @@ pub struct OrderSettings {
     /// before answering with the order as it stands, unless the call's
     /// deadline is nearer (`ORDER_RESPONSE_WAIT_SECONDS`, 10).
     pub response_wait: Duration,
+    /// The Kafka consumer group of the payment ledger (`ORDER_CONSUMER_GROUP`,
+    /// `svc-order`); the same on every replica (KEDA scales on its lag).
+    pub consumer_group: String,
+    /// How long after an order settled its payment books are checked
+    /// (`ORDER_LEDGER_GRACE_SECONDS`, 300), and how often
+    /// (`ORDER_LEDGER_CHECK_SECONDS`, 60).
+    pub ledger_check: CheckSettings,
 }
 
 impl OrderSettings {
@@ -50,6 +58,11 @@ impl OrderSettings {
             saga_lease,
             max_backoff: env.seconds("ORDER_SAGA_MAX_BACKOFF_SECONDS", 30)?,
             response_wait: env.seconds("ORDER_RESPONSE_WAIT_SECONDS", 10)?,
+            consumer_group: env.or("ORDER_CONSUMER_GROUP", "svc-order".to_owned())?,
+            ledger_check: CheckSettings {
+                grace: env.seconds("ORDER_LEDGER_GRACE_SECONDS", 300)?,
+                interval: env.seconds("ORDER_LEDGER_CHECK_SECONDS", 60)?,
+            },
         })
     }
 }
@@ -67,6 +80,9 @@ mod tests {
         assert_eq!(settings.saga_timeout, Duration::from_secs(60));
         assert_eq!(settings.saga_lease, Duration::from_secs(30));
         assert_eq!(settings.response_wait, Duration::from_secs(10));
+        assert_eq!(settings.consumer_group, "svc-order");
+        assert_eq!(settings.ledger_check.grace, Duration::from_secs(300));
+        assert_eq!(settings.ledger_check.interval, Duration::from_secs(60));
     }
 
     #[test]
@@ -79,6 +95,7 @@ mod tests {
             ("ORDER_SAGA_LEASE_SECONDS", "5"),
             ("ORDER_SAGA_MAX_BACKOFF_SECONDS", "soon"),
             ("ORDER_RESPONSE_WAIT_SECONDS", "-1"),
+            ("ORDER_LEDGER_CHECK_SECONDS", "0"),
         ] {
             let err = OrderSettings::from_env(&Env::from_pairs([(name, value)])).unwrap_err();
             assert_eq!(err.variable, name, "{value}");

@@ -29,7 +29,11 @@ fn service(port: u16, database_url: &str) -> tokio::process::Command {
         .env("SHUTDOWN_DRAIN_SECONDS", DRAIN_SECONDS.to_string())
         .env("PRODUCT_GRPC_URL", NOWHERE)
         .env("INVENTORY_GRPC_URL", NOWHERE)
-        .env("PAYMENT_GRPC_URL", NOWHERE);
+        .env("PAYMENT_GRPC_URL", NOWHERE)
+        .env(
+            "ORDER_CONSUMER_GROUP",
+            format!("svc-order-test-{}", Uuid::now_v7().simple()),
+        );
     command
 }
 

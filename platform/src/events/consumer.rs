@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{Header, Message as _, OwnedMessage};
@@ -262,7 +262,10 @@ impl<H: EventHandler> EventConsumer<H> {
         let mut database_failures: u32 = 0;
         loop {
             let failure = match self.apply_once(message.topic(), &envelope).await {
-                Ok(true) => return Outcome::Applied,
+                Ok(true) => {
+                    self.record_delivery(message.topic(), &envelope);
+                    return Outcome::Applied;
+                }
                 Ok(false) => return Outcome::Duplicate,
                 Err(failure) => failure,
             };
@@ -292,6 +295,26 @@ impl<H: EventHandler> EventConsumer<H> {
                 () = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// `event_delivery_duration_seconds`: from when the producer recorded the
+    /// event (`occurred_at`, set inside its outbox transaction) to when this
+    /// group's effect committed — relay, broker and consumer together, retries
+    /// included. Clock skew between hosts shows up here; negative is clamped.
+    fn record_delivery(&self, topic: &str, envelope: &EventEnvelope) {
+        let Some(occurred) = envelope
+            .occurred_at
+            .and_then(|t| SystemTime::try_from(t).ok())
+        else {
+            return;
+        };
+        let seconds = SystemTime::now()
+            .duration_since(occurred)
+            .unwrap_or_default()
+            .as_secs_f64();
+        metrics::histogram!("event_delivery_duration_seconds",
+            "group" => self.group.clone(), "topic" => topic.to_owned())
+        .record(seconds);
     }
 
     /// One attempt: inbox row first, then the handler, one commit. `Ok(false)`

@@ -70,6 +70,9 @@ pub struct Shop {
     order: Option<TestService>,
     pub gate: PaymentGate,
     pub admin: User,
+    /// svc-order's consumer group (its payment ledger): this shop's own, so
+    /// tests running at once do not share `shop.payment.events` partitions.
+    pub consumer_group: String,
 }
 
 impl Shop {
@@ -121,7 +124,9 @@ impl Shop {
             payment.endpoint()
         };
         let product_url = product.endpoint();
+        let consumer_group = format!("svc-order-test-{}", Uuid::now_v7().simple());
         let mut settings = vec![
+            ("ORDER_CONSUMER_GROUP", consumer_group.as_str()),
             ("AUTH_GRPC_URL", auth.as_str()),
             ("PRODUCT_GRPC_URL", product_url.as_str()),
             ("INVENTORY_GRPC_URL", inventory_url.as_str()),
@@ -141,6 +146,7 @@ impl Shop {
             order: Some(order),
             gate,
             admin: User { id, token },
+            consumer_group,
         }
     }
 
@@ -163,6 +169,7 @@ impl Shop {
         let product_url = self.product.endpoint();
         let inventory_url = self.inventory.endpoint();
         let mut settings = vec![
+            ("ORDER_CONSUMER_GROUP", self.consumer_group.as_str()),
             ("DATABASE_URL", database_url),
             ("AUTH_GRPC_URL", auth.as_str()),
             ("PRODUCT_GRPC_URL", product_url.as_str()),
