@@ -547,6 +547,7 @@ def test_alert_rules_cover_the_seed(default):
         "ShopmeshTargetDown", "ShopmeshReplicasUnavailable",              # pod down
         "ShopmeshCpuNearLimit", "ShopmeshMemoryNearLimit",                # near limits
         "ShopmeshKafkaConsumerLagGrowing", "ShopmeshOutboxBacklog",       # events
+        "ShopmeshOrderPaymentMismatch",
     } <= set(alerts)
     assert re.search(r"\)\s*>\s*0\.05\s*$", alerts["ShopmeshGrpcHighErrorRatio"]["expr"])
     assert re.search(r"\)\s*>\s*0\.05\s*$", alerts["ShopmeshHttpHighErrorRatio"]["expr"])
