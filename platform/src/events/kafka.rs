@@ -74,6 +74,11 @@ pub(crate) fn consumer(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        // A broker answers a fetch as soon as data arrives (Kafka) or only at
+        // this deadline (some Kafka-protocol brokers, tansu among them): 100 ms
+        // instead of librdkafka's 500 bounds the wait either way, for ten
+        // small idle fetches a second per broker.
+        .set("fetch.wait.max.ms", "100")
         .create()
 }
 
