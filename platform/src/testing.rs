@@ -418,3 +418,290 @@ pub fn sigterm(child: &tokio::process::Child) {
         .is_ok_and(|status| status.success());
     assert!(sent, "kill -TERM {pid} failed");
 }
+
+/// The tansu broker binary: `tansu` on `PATH`, else `$CARGO_HOME/bin/tansu`
+/// or `~/.cargo/bin/tansu` (where `scripts/infra.sh kafka` installs it).
+pub fn tansu_binary() -> Option<std::path::PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("tansu"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".cargo"))
+        });
+    on_path
+        .into_iter()
+        .chain(cargo_home.map(|home| home.join("bin").join("tansu")))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A local port for a server a test stops and starts again: picked below the
+/// kernel's ephemeral range, so no outgoing connection and no `free_port()`
+/// of another test takes it while the server is down.
+fn restartable_port() -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    for _ in 0..1000 {
+        let random = (uuid::Uuid::new_v4().as_u128() % u128::from(high - low)) as u16;
+        let port = low + random;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free local port in {low}..{high}")
+}
+
+/// A private Kafka-protocol broker (tansu with in-memory storage) on a port
+/// of its own, for a test that stops and restarts its broker: the shared one
+/// other tests use (`TEST_KAFKA_BROKERS`) is never touched. Killed when dropped.
+///
+/// Its storage is memory: a restarted broker has no topics, records, group
+/// offsets or producer state (see [`TestBroker::create_topics`]).
+pub struct TestBroker {
+    port: u16,
+    process: Option<tokio::process::Child>,
+}
+
+impl TestBroker {
+    /// Starts a broker on a free port and waits until it answers.
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut broker = Self {
+            port: restartable_port(),
+            process: None,
+        };
+        broker.restart().await?;
+        Ok(broker)
+    }
+
+    /// `127.0.0.1:<port>`, for `KAFKA_BROKERS`.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Client settings for this broker, with every default.
+    pub fn settings(&self) -> crate::events::EventsSettings {
+        crate::events::EventsSettings::for_brokers(&self.brokers(), "test-broker")
+    }
+
+    /// Kills the broker (SIGKILL: no clean shutdown, as a crashed or
+    /// unplugged broker) and waits until the process is gone.
+    pub async fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.start_kill();
+            let _ = process.wait().await;
+        }
+    }
+
+    /// Starts the broker (again) on the same port and waits until it listens.
+    /// A no-op when it runs.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if self.process.is_some() {
+            return Ok(());
+        }
+        let Some(binary) = tansu_binary() else {
+            anyhow::bail!(
+                "the tansu broker is not installed (not on PATH nor in ~/.cargo/bin): \
+                 `scripts/infra.sh kafka` installs it"
+            );
+        };
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let mut command = tokio::process::Command::new(binary);
+        command
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            // tansu reads a .env from its working directory: none of ours.
+            .current_dir("/")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        // TEST_TANSU_LOG=<file>: the broker's output, appended there (debugging).
+        match std::env::var_os("TEST_TANSU_LOG") {
+            Some(path) => {
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                command.stdout(log.try_clone()?).stderr(log);
+            }
+            None => {
+                command
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+            }
+        }
+        let mut process = command.spawn()?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(status) = process.try_wait()? {
+                anyhow::bail!(
+                    "tansu exited at start ({status}); is port {} taken?",
+                    self.port
+                );
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = process.start_kill();
+                anyhow::bail!("tansu did not listen on port {} within 60 s", self.port);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// Creates `topics` and their `.dlq` topics as the services do at start
+    /// ([`crate::events::ensure_topics`]), retrying for up to 60 s while the
+    /// broker is coming up.
+    pub async fn create_topics(&self, topics: &[&str]) -> anyhow::Result<()> {
+        let settings = self.settings();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match crate::events::ensure_topics(&settings, topics).await {
+                Ok(()) => return Ok(()),
+                Err(err) if tokio::time::Instant::now() >= deadline => return Err(err.into()),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
+    }
+}
+
+/// One record as read back from a topic.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// Headers in record order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Record {
+    /// The key as text (`""` when absent or not UTF-8).
+    pub fn key(&self) -> &str {
+        self.key
+            .as_deref()
+            .and_then(|key| std::str::from_utf8(key).ok())
+            .unwrap_or_default()
+    }
+
+    /// The first header `name` as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .and_then(|(_, value)| std::str::from_utf8(value.as_deref()?).ok())
+    }
+
+    /// The value as an event envelope, if it is one.
+    pub fn envelope(&self) -> Option<crate::events::EventEnvelope> {
+        use crate::events::EnvelopeExt as _;
+        crate::events::EventEnvelope::decode_record(self.value.as_deref()?).ok()
+    }
+}
+
+/// Every record of `topic` on `brokers`: each partition read from its
+/// beginning to its end as reported when called, then on until nothing more
+/// comes for a second (tansu 0.6 reports as a partition's end the last record
+/// batch's base offset + 1, before the batch's other records). In partition
+/// then offset order, so a key's records come in the order they were appended.
+/// Errors when the topic does not exist or the broker does not answer; reads
+/// for at most 30 s.
+pub async fn read_topic(brokers: &str, topic: &str) -> anyhow::Result<Vec<Record>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::message::{Headers as _, Message as _};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    use std::time::{Duration, Instant};
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    const QUIET: Duration = Duration::from_secs(1);
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Record>> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set(
+                "group.id",
+                format!("test-reader-{}", uuid::Uuid::now_v7().simple()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(&topic), TIMEOUT)?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        anyhow::ensure!(
+            !partitions.is_empty(),
+            "topic {topic} does not exist on {brokers}"
+        );
+        let mut assignment = TopicPartitionList::new();
+        // Per partition, the offset it must at least be read to.
+        let mut ends = std::collections::HashMap::new();
+        for partition in partitions {
+            let (low, high) = consumer.fetch_watermarks(&topic, partition, TIMEOUT)?;
+            assignment.add_partition_offset(&topic, partition, Offset::Offset(low))?;
+            if low < high {
+                ends.insert(partition, high);
+            }
+        }
+        consumer.assign(&assignment)?;
+        let mut records: std::collections::BTreeMap<(i32, i64), Record> = Default::default();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last_seen = Instant::now();
+        while !ends.is_empty() || last_seen.elapsed() < QUIET {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{topic}: partitions {:?} not read to their end within 30 s",
+                ends.keys().collect::<Vec<_>>()
+            );
+            let Some(polled) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let message = polled?;
+            last_seen = Instant::now();
+            let partition = message.partition();
+            if ends
+                .get(&partition)
+                .is_some_and(|end| message.offset() + 1 >= *end)
+            {
+                ends.remove(&partition);
+            }
+            records.insert(
+                (partition, message.offset()),
+                Record {
+                    partition,
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().map(<[u8]>::to_vec),
+                    headers: message
+                        .headers()
+                        .map(|headers| {
+                            headers
+                                .iter()
+                                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                },
+            );
+        }
+        Ok(records.into_values().collect())
+    })
+    .await?
+}

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 use shopmesh_proto::shop::events::v1::EventEnvelope;
@@ -63,6 +64,8 @@ struct RoundReport {
     published: usize,
     /// Rows whose publishing failed (their attempts and last_error are updated).
     failed: usize,
+    /// Of those, rows the producer could not deliver within the delivery timeout.
+    timed_out: usize,
 }
 
 impl OutboxRelay {
@@ -147,6 +150,17 @@ impl OutboxRelay {
                         && let Some((code, reason)) = producer.client().fatal_error()
                     {
                         tracing::warn!(?code, %reason, "producer failed fatally; creating a new one");
+                        producer = self::producer(&self.settings, self.delivery_timeout)?;
+                    } else if report.timed_out > 0 && report.published == 0 {
+                        // Nothing delivered in time. With the brokers away a new producer
+                        // changes nothing (and costs little); but brokers that lost this
+                        // producer's state (a rebuilt cluster; a restarted tansu with
+                        // in-memory storage) answer its idempotent produce requests with
+                        // UNKNOWN_PRODUCER_ID for ever, with no fatal error: only a new
+                        // producer, with a new producer id, gets through.
+                        tracing::warn!(
+                            "nothing delivered within the delivery timeout; creating a new producer"
+                        );
                         producer = self::producer(&self.settings, self.delivery_timeout)?;
                     }
                     // A full batch that made progress: more is probably waiting. (A full
@@ -291,8 +305,9 @@ impl OutboxRelay {
                 .increment(1);
             }
             published.extend(sequence_published.iter().map(|row| row.id));
-            if let Some((row, error)) = failure {
+            if let Some((row, error, timed_out)) = failure {
                 report.failed += 1;
+                report.timed_out += usize::from(timed_out);
                 metrics::counter!("outbox_publish_failures_total",
                     "service" => self.settings.client_id.clone(), "topic" => row.topic.clone())
                 .increment(1);
@@ -325,17 +340,22 @@ impl OutboxRelay {
 
     /// Publishes a key's rows in order, each after the previous one was
     /// acknowledged; stops at the first failure. Returns the published rows and
-    /// the failed one with its error.
+    /// the failed one with its error and whether it was a delivery timeout.
     async fn publish_sequence<'r>(
         &self,
         producer: &FutureProducer,
         sequence: &[&'r Row],
-    ) -> (Vec<&'r Row>, Option<(&'r Row, String)>) {
+    ) -> (Vec<&'r Row>, Option<(&'r Row, String, bool)>) {
         let mut published = Vec::with_capacity(sequence.len());
         for row in sequence {
             let headers = match EventEnvelope::decode(row.envelope.as_slice()) {
                 Ok(envelope) => envelope_headers(&envelope),
-                Err(err) => return (published, Some((row, format!("stored envelope: {err}")))),
+                Err(err) => {
+                    return (
+                        published,
+                        Some((row, format!("stored envelope: {err}"), false)),
+                    );
+                }
             };
             let record = FutureRecord::to(&row.topic)
                 .key(&row.key)
@@ -346,7 +366,11 @@ impl OutboxRelay {
                 .await
             {
                 Ok(_) => published.push(*row),
-                Err((err, _)) => return (published, Some((row, err.to_string()))),
+                Err((err, _)) => {
+                    let timed_out =
+                        err.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut);
+                    return (published, Some((row, err.to_string(), timed_out)));
+                }
             }
         }
         (published, None)

@@ -83,6 +83,10 @@ pub struct Fixture {
     pub notification: TestService,
     pub smtp: SmtpServer,
     pub sms: SmsServer,
+    /// svc-notification's consumer group (`NOTIFICATION_CONSUMER_GROUP`), its own.
+    pub group: String,
+    /// The broker svc-notification consumes from (`KAFKA_BROKERS`).
+    pub brokers: String,
 }
 
 impl Fixture {
@@ -93,6 +97,12 @@ impl Fixture {
 
     /// With `user_up: false`, svc-user is not started (see [`Fixture::start_user`]).
     pub async fn start_with(user_up: bool, extra: &[(&str, &str)]) -> Self {
+        Self::start_on(&kafka_brokers(), user_up, extra).await
+    }
+
+    /// [`Fixture::start_with`], svc-notification consuming from `brokers`
+    /// (e.g. a private `TestBroker`) instead of the shared test broker.
+    pub async fn start_on(brokers: &str, user_up: bool, extra: &[(&str, &str)]) -> Self {
         let identity = TestIdentity::start()
             .await
             .expect("identity provider starts");
@@ -107,7 +117,7 @@ impl Fixture {
         let user_url = format!("http://127.0.0.1:{user_port}");
         let smtp_url = smtp.url();
         let group = format!("svc-notification-test-{}", Uuid::now_v7().simple());
-        skip_history(&group).await;
+        skip_history(brokers, &group).await;
         let mut settings = vec![
             ("AUTH_GRPC_URL", identity.auth_url.as_str()),
             ("USER_GRPC_URL", user_url.as_str()),
@@ -116,6 +126,7 @@ impl Fixture {
             ("SMS_PROVIDER_URL", sms.url.as_str()),
             ("SMS_PROVIDER_API_KEY", sms::API_KEY),
             ("NOTIFICATION_CONSUMER_GROUP", group.as_str()),
+            ("KAFKA_BROKERS", brokers),
             ("NOTIFICATION_MAX_BACKOFF_SECONDS", "1"),
             ("DB_ACQUIRE_TIMEOUT_SECONDS", "30"),
         ];
@@ -131,6 +142,8 @@ impl Fixture {
             notification,
             smtp,
             sms,
+            group,
+            brokers: brokers.to_owned(),
         }
     }
 
@@ -271,8 +284,13 @@ pub fn order_confirmed(user: Uuid) -> EventEnvelope {
 
 /// Produces `envelope` to `topic`, keyed by its aggregate id, as the outbox relay would.
 pub async fn produce(topic: &str, envelope: &EventEnvelope) {
+    produce_on(&kafka_brokers(), topic, envelope).await;
+}
+
+/// [`produce`] to the broker at `brokers`.
+pub async fn produce_on(brokers: &str, topic: &str, envelope: &EventEnvelope) {
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
+        .set("bootstrap.servers", brokers)
         .create()
         .unwrap();
     producer
@@ -290,11 +308,11 @@ pub async fn produce(topic: &str, envelope: &EventEnvelope) {
 /// Commits the end of every consumed topic for `group`, so a new service
 /// starts with what is produced from now on instead of every earlier test's
 /// events (the group reads from the earliest offset otherwise).
-async fn skip_history(group: &str) {
+async fn skip_history(brokers: &str, group: &str) {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
     use rdkafka::{Offset, TopicPartitionList};
 
-    let brokers = kafka_brokers();
+    let brokers = brokers.to_owned();
     let settings = EventsSettings::for_brokers(&brokers, "test");
     ensure_topics(&settings, svc_notification::consumer::TOPICS)
         .await

@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use shopmesh_demo::SeedProduct;
@@ -84,17 +84,27 @@ impl Shop {
     /// Every service; with `gated`, svc-order reaches payment through the
     /// gate (closed: authorizations are UNAVAILABLE until it opens).
     pub async fn start_with(gated: bool, extra: &[(&str, &str)]) -> Self {
+        let mut shop = Self::dependencies(&[]).await;
+        shop.start_order(gated, extra).await;
+        shop
+    }
+
+    /// Every service but svc-order (start it with [`Shop::start_order`], or
+    /// run the binary with [`Shop::order_settings`]); `common` settings are
+    /// given to each of them (e.g. `KAFKA_BROKERS`).
+    pub async fn dependencies(common: &[(&str, &str)]) -> Self {
         let identity = TestIdentity::start()
             .await
             .expect("identity provider starts");
         let auth = identity.auth_url.clone();
+        let with_common = |own: &[(&str, &str)]| [owned(own), owned(common)].concat();
         let inventory = TestService::spawn(
             &svc_inventory::SPEC,
-            &[
+            &borrowed(&with_common(&[
                 ("AUTH_GRPC_URL", auth.as_str()),
                 ("RESERVATION_SWEEP_SECONDS", "3600"),
                 ("DB_ACQUIRE_TIMEOUT_SECONDS", "30"),
-            ],
+            ])),
             svc_inventory::build,
         )
         .await
@@ -102,52 +112,64 @@ impl Shop {
         let inventory_url = inventory.endpoint();
         let product = TestService::spawn(
             &svc_product::SPEC,
-            &[
+            &borrowed(&with_common(&[
                 ("AUTH_GRPC_URL", auth.as_str()),
                 ("INVENTORY_GRPC_URL", inventory_url.as_str()),
-            ],
+            ])),
             svc_product::build,
         )
         .await
         .expect("svc-product starts");
         let payment = TestService::spawn(
             &svc_payment::SPEC,
-            &[("AUTH_GRPC_URL", auth.as_str())],
+            &borrowed(&with_common(&[("AUTH_GRPC_URL", auth.as_str())])),
             svc_payment::build,
         )
         .await
         .expect("svc-payment starts");
         let gate = PaymentGate::start(&payment.endpoint()).await;
-        let payment_url = if gated {
-            gate.url.clone()
-        } else {
-            payment.endpoint()
-        };
-        let product_url = product.endpoint();
-        let consumer_group = format!("svc-order-test-{}", Uuid::now_v7().simple());
-        let mut settings = vec![
-            ("ORDER_CONSUMER_GROUP", consumer_group.as_str()),
-            ("AUTH_GRPC_URL", auth.as_str()),
-            ("PRODUCT_GRPC_URL", product_url.as_str()),
-            ("INVENTORY_GRPC_URL", inventory_url.as_str()),
-            ("PAYMENT_GRPC_URL", payment_url.as_str()),
-        ];
-        settings.extend_from_slice(ORDER_DEFAULTS);
-        settings.extend_from_slice(extra);
-        let order = TestService::spawn(&svc_order::SPEC, &settings, svc_order::build)
-            .await
-            .expect("svc-order starts");
         let (id, _, token) = identity.sign_in(&["admin"]).await.unwrap();
         Self {
             identity,
             product,
             inventory,
             payment,
-            order: Some(order),
+            order: None,
             gate,
             admin: User { id, token },
-            consumer_group,
+            consumer_group: format!("svc-order-test-{}", Uuid::now_v7().simple()),
         }
+    }
+
+    /// The settings of an svc-order for this shop, calling payment at
+    /// `payment_url`, with the test defaults (no database: each process
+    /// names its own).
+    pub fn order_settings(&self, payment_url: &str) -> Vec<(String, String)> {
+        let mut settings = vec![
+            ("AUTH_GRPC_URL".to_owned(), self.identity.auth_url.clone()),
+            ("PRODUCT_GRPC_URL".to_owned(), self.product.endpoint()),
+            ("INVENTORY_GRPC_URL".to_owned(), self.inventory.endpoint()),
+            ("PAYMENT_GRPC_URL".to_owned(), payment_url.to_owned()),
+            ("ORDER_CONSUMER_GROUP".to_owned(), self.consumer_group.clone()),
+        ];
+        settings.extend(owned(ORDER_DEFAULTS));
+        settings
+    }
+
+    /// Starts svc-order in this process; with `gated`, it reaches payment
+    /// through the gate. `extra` settings go on top of the defaults.
+    pub async fn start_order(&mut self, gated: bool, extra: &[(&str, &str)]) {
+        let payment_url = if gated {
+            self.gate.url.clone()
+        } else {
+            self.payment.endpoint()
+        };
+        let mut settings = self.order_settings(&payment_url);
+        settings.extend(owned(extra));
+        let order = TestService::spawn(&svc_order::SPEC, &borrowed(&settings), svc_order::build)
+            .await
+            .expect("svc-order starts");
+        self.order = Some(order);
     }
 
     /// svc-order as it runs now.
@@ -165,19 +187,9 @@ impl Shop {
     }
 
     async fn order_service_again(&self, database_url: &str, payment_url: &str) -> TestService {
-        let auth = self.identity.auth_url.clone();
-        let product_url = self.product.endpoint();
-        let inventory_url = self.inventory.endpoint();
-        let mut settings = vec![
-            ("ORDER_CONSUMER_GROUP", self.consumer_group.as_str()),
-            ("DATABASE_URL", database_url),
-            ("AUTH_GRPC_URL", auth.as_str()),
-            ("PRODUCT_GRPC_URL", product_url.as_str()),
-            ("INVENTORY_GRPC_URL", inventory_url.as_str()),
-            ("PAYMENT_GRPC_URL", payment_url),
-        ];
-        settings.extend_from_slice(ORDER_DEFAULTS);
-        TestService::spawn(&svc_order::SPEC, &settings, svc_order::build)
+        let mut settings = self.order_settings(payment_url);
+        settings.push(("DATABASE_URL".to_owned(), database_url.to_owned()));
+        TestService::spawn(&svc_order::SPEC, &borrowed(&settings), svc_order::build)
             .await
             .expect("svc-order starts again")
     }
@@ -300,6 +312,22 @@ impl Shop {
     }
 }
 
+/// `(name, value)` pairs, owned.
+fn owned(settings: &[(&str, &str)]) -> Vec<(String, String)> {
+    settings
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+/// `(name, value)` pairs as `TestService::spawn` takes them.
+fn borrowed(settings: &[(String, String)]) -> Vec<(&str, &str)> {
+    settings
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect()
+}
+
 pub async fn as_cart(order: &TestService) -> InternalOrderClient {
     OrderServiceClient::with_interceptor(order.channel().await.unwrap(), credentials("svc-cart"))
 }
@@ -370,13 +398,20 @@ pub fn reason(status: &Status) -> String {
 }
 
 /// A payment service in front of the real one: it forwards everything, but
-/// answers AuthorizePayment with UNAVAILABLE while closed.
+/// answers AuthorizePayment with UNAVAILABLE while closed, and can swallow the
+/// answers of authorizations it forwarded.
 #[derive(Clone)]
 pub struct PaymentGate {
     pub url: String,
-    open: Arc<AtomicBool>,
+    mode: Arc<AtomicU8>,
+    /// Authorizations forwarded whose answer was swallowed, so far.
+    swallowed: Arc<tokio::sync::watch::Sender<usize>>,
     real: PaymentServiceClient<InterceptedService<Channel, ServiceCredentials>>,
 }
+
+const GATE_CLOSED: u8 = 0;
+const GATE_OPEN: u8 = 1;
+const GATE_SWALLOWING: u8 = 2;
 
 impl PaymentGate {
     async fn start(real_url: &str) -> Self {
@@ -386,7 +421,8 @@ impl PaymentGate {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gate = Self {
             url: format!("http://{}", listener.local_addr().unwrap()),
-            open: Arc::new(AtomicBool::new(false)),
+            mode: Arc::new(AtomicU8::new(GATE_CLOSED)),
+            swallowed: Arc::new(tokio::sync::watch::Sender::new(0)),
             real: PaymentServiceClient::with_interceptor(channel, credentials("svc-order")),
         };
         let service = PaymentServiceServer::new(gate.clone());
@@ -400,7 +436,25 @@ impl PaymentGate {
     }
 
     pub fn open(&self) {
-        self.open.store(true, Ordering::SeqCst);
+        self.mode.store(GATE_OPEN, Ordering::SeqCst);
+    }
+
+    /// Authorizations are UNAVAILABLE again (the initial state).
+    pub fn close(&self) {
+        self.mode.store(GATE_CLOSED, Ordering::SeqCst);
+    }
+
+    /// From now on an authorization is forwarded to the real service, which
+    /// authorizes it, but its answer never comes back (the call hangs until
+    /// the caller gives up or goes away), as when the network loses it.
+    pub fn swallow_answers(&self) {
+        self.mode.store(GATE_SWALLOWING, Ordering::SeqCst);
+    }
+
+    /// Waits until `count` authorizations have been made and their answers swallowed.
+    pub async fn swallowed(&self, count: usize) {
+        let mut seen = self.swallowed.subscribe();
+        let _ = seen.wait_for(|n| *n >= count).await;
     }
 }
 
@@ -420,13 +474,24 @@ impl PaymentService for PaymentGate {
         &self,
         request: Request<payment::AuthorizePaymentRequest>,
     ) -> Result<Response<payment::AuthorizePaymentResponse>, Status> {
-        if !self.open.load(Ordering::SeqCst) {
-            return Err(Status::unavailable("payment service is down (test gate)"));
+        match self.mode.load(Ordering::SeqCst) {
+            GATE_CLOSED => Err(Status::unavailable("payment service is down (test gate)")),
+            GATE_SWALLOWING => {
+                // A failure is passed on: only an answer is swallowed.
+                self.real
+                    .clone()
+                    .authorize_payment(request.into_inner())
+                    .await?;
+                self.swallowed.send_modify(|n| *n += 1);
+                std::future::pending().await
+            }
+            _ => {
+                self.real
+                    .clone()
+                    .authorize_payment(request.into_inner())
+                    .await
+            }
         }
-        self.real
-            .clone()
-            .authorize_payment(request.into_inner())
-            .await
     }
 
     async fn capture_payment(
