@@ -363,10 +363,10 @@ const LEAVES: &[Leaf] = &[
 ];
 
 /// splitmix64: tiny, seedable, and identical on every platform.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -375,7 +375,7 @@ impl Rng {
     }
 
     /// Modulo bias is irrelevant for demo data at these tiny ranges.
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n as u64) as usize
     }
 
@@ -383,7 +383,7 @@ impl Rng {
         items[self.below(items.len())]
     }
 
-    fn uuid_v7(&mut self, unix_ms: u64) -> Uuid {
+    pub(crate) fn uuid_v7(&mut self, unix_ms: u64) -> Uuid {
         let mut bytes = [0u8; 10];
         bytes[..8].copy_from_slice(&self.next_u64().to_le_bytes());
         bytes[8..].copy_from_slice(&self.next_u64().to_le_bytes()[..2]);
@@ -392,7 +392,7 @@ impl Rng {
 }
 
 /// Deterministic Fisher-Yates permutation of `0..n`.
-fn shuffled(n: usize, rng: &mut Rng) -> Vec<usize> {
+pub(crate) fn shuffled(n: usize, rng: &mut Rng) -> Vec<usize> {
     let mut items: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
         items.swap(i, rng.below(i + 1));

@@ -370,6 +370,16 @@ def test_demo_catalog_off_unless_asked(default, staging):
     assert env_of(container(staging.get("Deployment", name("product"))))["SEED_DEMO_CATALOG"] == "true"
     assert env_of(container(default.get("Deployment", name("inventory"))))["SEED_DEMO_STOCK"] == "false"
     assert env_of(container(staging.get("Deployment", name("inventory"))))["SEED_DEMO_STOCK"] == "true"
+    assert env_of(container(default.get("Deployment", name("recommendation"))))["SEED_DEMO_ORDERS"] == "false"
+    assert env_of(container(staging.get("Deployment", name("recommendation"))))["SEED_DEMO_ORDERS"] == "true"
+
+
+def test_recommendation_finds_the_catalog_and_stock(default):
+    env = env_of(container(default.get("Deployment", name("recommendation"))))
+    assert env["PRODUCT_GRPC_URL"] == f"http://{host('product')}:50053"
+    assert env["INVENTORY_GRPC_URL"] == f"http://{host('inventory')}:50054"
+    assert env["RECOMMENDATION_TRAIN_INTERVAL_SECONDS"] == "3600"
+    assert "KAFKA_BROKERS" in env
 
 
 def test_only_order_may_call_payment(rendering):

@@ -256,6 +256,61 @@ mod tests {
     }
 
     #[test]
+    fn recommendation_routes_come_from_the_annotations() {
+        let table = table();
+        for (verb, path, method, access, bindings) in [
+            (
+                Method::GET,
+                "/v1/me/recommendations",
+                "RecommendForMe",
+                Access::User,
+                vec![],
+            ),
+            (
+                Method::GET,
+                "/v1/products/p-1/similar",
+                "ListSimilarProducts",
+                Access::Public,
+                vec![("product_id".to_owned(), "p-1".to_owned())],
+            ),
+            (
+                Method::GET,
+                "/v1/products/p-1/bought-together",
+                "ListFrequentlyBoughtTogether",
+                Access::Public,
+                vec![("product_id".to_owned(), "p-1".to_owned())],
+            ),
+            (
+                Method::GET,
+                "/v1/recommendations/model",
+                "GetModelInfo",
+                Access::Admin,
+                vec![],
+            ),
+            (
+                Method::POST,
+                "/v1/recommendations/model:train",
+                "TrainModel",
+                Access::Admin,
+                vec![],
+            ),
+        ] {
+            let Lookup::Found(route, found) = table.lookup(&verb, path) else {
+                panic!("{verb} {path} is not routed");
+            };
+            assert_eq!(route.method.name(), method, "{path}");
+            assert_eq!(route.access, access, "{path}");
+            assert_eq!(route.upstream, "recommendation", "{path}");
+            assert_eq!(found, bindings, "{path}");
+        }
+        // The product itself is still the product.
+        let Lookup::Found(route, _) = table.lookup(&Method::GET, "/v1/products/p-1") else {
+            panic!("GET /v1/products/{{id}} is not routed");
+        };
+        assert_eq!(route.method.name(), "GetProduct");
+    }
+
+    #[test]
     fn internal_methods_are_never_routed() {
         let pool = descriptor_pool().unwrap();
         let table = table();

@@ -1,6 +1,6 @@
 //! The runtime kit every shopmesh binary uses, so that no service repeats it:
 //! settings, telemetry, metrics, gRPC hosting, PostgreSQL, Redis, status
-//! building, paging, and events (outbox, inbox, Kafka).
+//! building, paging, events (outbox, inbox, Kafka), and following stock.
 
 pub mod access;
 pub mod app;
@@ -15,6 +15,7 @@ pub mod paging;
 pub mod redis;
 pub mod settings;
 pub mod shutdown;
+pub mod stock;
 pub mod telemetry;
 pub mod testing;
 pub mod tracing_context;

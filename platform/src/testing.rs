@@ -101,6 +101,126 @@ pub async fn wait_for_events(
     found
 }
 
+/// Produces `envelope` to `topic`, keyed by its aggregate id, as the outbox
+/// relay would (the same event twice is a redelivery).
+pub async fn produce_event(topic: &str, envelope: &crate::events::EventEnvelope) {
+    produce_event_on(&kafka_brokers(), topic, envelope).await;
+}
+
+/// [`produce_event`] to the broker at `brokers` (e.g. a [`TestBroker`]).
+pub async fn produce_event_on(brokers: &str, topic: &str, envelope: &crate::events::EventEnvelope) {
+    use prost::Message as _;
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap_or_else(|err| panic!("a Kafka producer: {err}"));
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .key(&envelope.aggregate_id)
+                .payload(&envelope.encode_to_vec()),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|(err, _)| panic!("producing to {topic}: {err}"));
+}
+
+/// Commits the end of every partition of `topics` (created if missing) for
+/// consumer `group`, so a service started in that group consumes what is
+/// produced from now on instead of every earlier test's events (a new group
+/// reads from the earliest offset otherwise).
+pub async fn skip_to_end(group: &str, topics: &[&str]) {
+    skip_to_end_on(&kafka_brokers(), group, topics).await;
+}
+
+/// [`skip_to_end`] on the broker at `brokers` (e.g. a [`TestBroker`]).
+pub async fn skip_to_end_on(brokers: &str, group: &str, topics: &[&str]) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    let brokers = brokers.to_owned();
+    let settings = crate::events::EventsSettings::for_brokers(&brokers, "test");
+    crate::events::ensure_topics(&settings, topics)
+        .await
+        .unwrap_or_else(|err| panic!("creating {topics:?}: {err}"));
+    let group = group.to_owned();
+    let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+    let committed = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|err| err.to_string())?;
+        let mut ends = TopicPartitionList::new();
+        for topic in &topics {
+            for partition in 0..settings.topic_partitions {
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, partition, std::time::Duration::from_secs(10))
+                    .map_err(|err| format!("{topic}/{partition}: {err}"))?;
+                ends.add_partition_offset(topic, partition, Offset::Offset(high))
+                    .map_err(|err| err.to_string())?;
+            }
+        }
+        consumer
+            .commit(&ends, CommitMode::Sync)
+            .map_err(|err| err.to_string())
+    })
+    .await;
+    match committed {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => panic!("skipping to the end of the topics: {err}"),
+        Err(err) => panic!("skipping to the end of the topics: {err}"),
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most 30 s;
+/// panics naming `what` otherwise.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The sum of the samples of `metric` on `service`'s `/metrics` whose labels
+/// include every one of `labels` (0 when there are none). Tests run many
+/// services in one process, which share one recorder: the figures are the
+/// process's.
+pub async fn metric(service: &TestService, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(service.metrics_addr)
+        .await
+        .unwrap_or_else(|err| panic!("{}: {err}", service.metrics_addr));
+    let request = "GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n";
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text).await;
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{metric}{{")))
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(name, value)| line.contains(&format!("{name}=\"{value}\"")))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A URL naming a brand-new, not yet existing database on the test server.
 pub fn fresh_database_url() -> String {
     let server = server_url();

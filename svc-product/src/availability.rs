@@ -7,25 +7,17 @@
 //! product. It is applied to each response as it leaves, never to the cached
 //! copies of products and pages, which therefore never hold a stale level.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
+use shopmesh_platform::stock::{StockLevel, StockLevels};
 use shopmesh_proto::shop::product::v1::Product;
 use sqlx::PgPool;
-
-use crate::store::stock::StockLevel;
-
-#[derive(Clone, Copy, Debug)]
-struct Level {
-    available: i64,
-    updated_at: DateTime<Utc>,
-}
 
 /// The shared copy; clones see the same levels.
 #[derive(Clone, Debug, Default)]
 pub struct Availability {
-    levels: Arc<RwLock<HashMap<String, Level>>>,
+    levels: StockLevels,
 }
 
 impl Availability {
@@ -37,65 +29,33 @@ impl Availability {
                 .await?;
         let levels = rows
             .into_iter()
-            .map(|(sku, available, updated_at)| {
-                (
-                    sku,
-                    Level {
-                        available,
-                        updated_at,
-                    },
-                )
-            })
-            .collect();
+            .map(|(sku, available, updated_at)| StockLevel {
+                sku,
+                available,
+                updated_at,
+            });
         Ok(Self {
-            levels: Arc::new(RwLock::new(levels)),
+            levels: StockLevels::from_levels(levels),
         })
     }
 
     /// Takes reported levels; as in `stock_levels`, an older report than the
     /// one held changes nothing.
     pub fn record(&self, reported: &[StockLevel]) {
-        let mut levels = self.levels.write().unwrap_or_else(PoisonError::into_inner);
-        for level in reported {
-            let incoming = Level {
-                available: level.available.max(0),
-                updated_at: level.updated_at,
-            };
-            levels
-                .entry(level.sku.clone())
-                .and_modify(|held| {
-                    if held.updated_at <= incoming.updated_at {
-                        *held = incoming;
-                    }
-                })
-                .or_insert(incoming);
-        }
+        self.levels.record(reported);
     }
 
     /// Forgets SKUs no live product has, like `forget_unlisted`, so a SKU
     /// reused later starts from inventory's next report.
     pub fn retain(&self, listed: &BTreeSet<String>) {
-        self.levels
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|sku, _| listed.contains(sku));
-    }
-
-    /// Units available for `sku`; 0 when inventory reported none.
-    #[cfg(test)]
-    fn available(&self, sku: &str) -> i64 {
-        self.levels
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(sku)
-            .map_or(0, |level| level.available)
+        self.levels.retain(listed);
     }
 
     /// Sets `available_quantity` on each product.
     pub fn fill<'a>(&self, products: impl IntoIterator<Item = &'a mut Product>) {
-        let levels = self.levels.read().unwrap_or_else(PoisonError::into_inner);
+        let levels = self.levels.read();
         for product in products {
-            product.available_quantity = levels.get(&product.sku).map_or(0, |l| l.available);
+            product.available_quantity = levels.available(&product.sku);
         }
     }
 }
@@ -113,21 +73,10 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_report_wins_whatever_the_arrival_order() {
-        let availability = Availability::default();
-        availability.record(&[level("A", 5, 20)]);
-        availability.record(&[level("A", 9, 10)]);
-        assert_eq!(availability.available("A"), 5);
-        availability.record(&[level("A", 2, 30), level("B", -1, 30)]);
-        assert_eq!(availability.available("A"), 2);
-        assert_eq!(availability.available("B"), 0);
-        assert_eq!(availability.available("unknown"), 0);
-    }
-
-    #[test]
     fn products_get_the_level_of_their_sku_and_unlisted_skus_are_forgotten() {
         let availability = Availability::default();
         availability.record(&[level("A", 7, 1), level("B", 3, 1)]);
+        availability.record(&[level("A", 9, 0)]);
         let mut products = vec![
             Product {
                 sku: "A".into(),
@@ -143,7 +92,12 @@ mod tests {
         assert_eq!(products[0].available_quantity, 7);
         assert_eq!(products[1].available_quantity, 0);
         availability.retain(&BTreeSet::from(["A".to_owned()]));
-        assert_eq!(availability.available("B"), 0);
-        assert_eq!(availability.available("A"), 7);
+        let mut b = [Product {
+            sku: "B".into(),
+            available_quantity: 5,
+            ..Default::default()
+        }];
+        availability.fill(&mut b);
+        assert_eq!(b[0].available_quantity, 0);
     }
 }

@@ -65,6 +65,7 @@ pub async fn product_service(
         cache.clone(),
         availability.clone(),
         &settings.inventory_url,
+        ctx.shutdown.clone(),
     )?;
     let rules = product::ProductRules {
         currency: settings.currency,

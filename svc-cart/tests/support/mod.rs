@@ -306,24 +306,5 @@ where
     panic!("timed out waiting until {what}");
 }
 
-/// The sum of the samples of `metric` on `service`'s `/metrics` whose labels
-/// include every one of `labels` (0 when there are none).
-pub async fn metric(service: &TestService, metric: &str, labels: &[(&str, &str)]) -> f64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(service.metrics_addr)
-        .await
-        .unwrap();
-    let request = "GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n";
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await.unwrap();
-    text.lines()
-        .filter(|line| line.starts_with(&format!("{metric}{{")))
-        .filter(|line| {
-            labels
-                .iter()
-                .all(|(name, value)| line.contains(&format!("{name}=\"{value}\"")))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+#[allow(unused_imports)] // not every test file reads metrics
+pub use shopmesh_platform::testing::metric;

@@ -8,17 +8,16 @@
 pub mod sms;
 pub mod smtp;
 
-use std::future::Future;
-use std::time::Duration;
-
-use prost::Message as _;
-use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use shopmesh_platform::auth::ServiceCredentials;
-use shopmesh_platform::events::{Event, EventEnvelope, EventsSettings, ensure_topics};
+use shopmesh_platform::events::{Event, EventEnvelope};
 use shopmesh_platform::settings::Secret;
 use shopmesh_platform::testing::{
-    INTERNAL_TOKEN, TestIdentity, TestService, kafka_brokers, with_bearer,
+    INTERNAL_TOKEN, TestIdentity, TestService, kafka_brokers, skip_to_end_on, with_bearer,
+};
+// Each test file uses some of these.
+#[allow(unused_imports)]
+pub use shopmesh_platform::testing::{
+    eventually, free_port, produce_event as produce, produce_event_on as produce_on,
 };
 use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::events::v1::{OrderConfirmed, OrderLine};
@@ -51,15 +50,6 @@ impl Shopper {
 
 pub fn credentials(name: &str) -> ServiceCredentials {
     ServiceCredentials::new(name, &Secret::new(INTERNAL_TOKEN.to_owned())).unwrap()
-}
-
-/// A free local port (bound and released), for a service started later.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub async fn start_user_service(identity: &TestIdentity, port: u16) -> TestService {
@@ -282,80 +272,8 @@ pub fn order_confirmed(user: Uuid) -> EventEnvelope {
     Event::new(&payload, "order", order_id).into_envelope()
 }
 
-/// Produces `envelope` to `topic`, keyed by its aggregate id, as the outbox relay would.
-pub async fn produce(topic: &str, envelope: &EventEnvelope) {
-    produce_on(&kafka_brokers(), topic, envelope).await;
-}
-
-/// [`produce`] to the broker at `brokers`.
-pub async fn produce_on(brokers: &str, topic: &str, envelope: &EventEnvelope) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    producer
-        .send(
-            FutureRecord::to(topic)
-                .key(&envelope.aggregate_id)
-                .payload(&envelope.encode_to_vec()),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(err, _)| err)
-        .unwrap();
-}
-
-/// Commits the end of every consumed topic for `group`, so a new service
-/// starts with what is produced from now on instead of every earlier test's
-/// events (the group reads from the earliest offset otherwise).
+/// Commits the end of every consumed topic for `group` on `brokers`, so a new
+/// service starts with what is produced from now on.
 async fn skip_history(brokers: &str, group: &str) {
-    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
-    use rdkafka::{Offset, TopicPartitionList};
-
-    let brokers = brokers.to_owned();
-    let settings = EventsSettings::for_brokers(&brokers, "test");
-    ensure_topics(&settings, svc_notification::consumer::TOPICS)
-        .await
-        .unwrap();
-    let group = group.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut ends = TopicPartitionList::new();
-        for topic in svc_notification::consumer::TOPICS {
-            for partition in 0..settings.topic_partitions {
-                let (_, high) = consumer
-                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
-                    .unwrap();
-                ends.add_partition_offset(topic, partition, Offset::Offset(high))
-                    .unwrap();
-            }
-        }
-        consumer.commit(&ends, CommitMode::Sync).unwrap();
-    })
-    .await
-    .unwrap();
-}
-
-/// Polls `check` until it returns `Some`, for at most 30 s.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    skip_to_end_on(brokers, group, svc_notification::consumer::TOPICS).await;
 }

@@ -150,7 +150,10 @@ impl Shop {
             ("PRODUCT_GRPC_URL".to_owned(), self.product.endpoint()),
             ("INVENTORY_GRPC_URL".to_owned(), self.inventory.endpoint()),
             ("PAYMENT_GRPC_URL".to_owned(), payment_url.to_owned()),
-            ("ORDER_CONSUMER_GROUP".to_owned(), self.consumer_group.clone()),
+            (
+                "ORDER_CONSUMER_GROUP".to_owned(),
+                self.consumer_group.clone(),
+            ),
         ];
         settings.extend(owned(ORDER_DEFAULTS));
         settings

@@ -1,15 +1,7 @@
 //! The local copy of available stock per SKU, fed by svc-inventory's WatchStock.
 
-use chrono::{DateTime, Utc};
+use shopmesh_platform::stock::StockLevel;
 use sqlx::PgPool;
-
-/// One level as inventory reported it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StockLevel {
-    pub sku: String,
-    pub available: i64,
-    pub updated_at: DateTime<Utc>,
-}
 
 /// Stores reported levels, the newest report per SKU winning (a report older
 /// than the stored one changes nothing). Returns how many SKUs went from in
