@@ -17,6 +17,10 @@ use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use shopmesh_platform::auth::{AuthError, TokenVerifier};
+use shopmesh_platform::errors::OVERLOADED;
+use shopmesh_platform::overload::{
+    Admission, AdmissionLayer, LogThrottle, OverloadSettings, Refusal,
+};
 
 use crate::problem::Problem;
 use crate::routes::{Access, Lookup, Route, RouteTable};
@@ -33,6 +37,7 @@ pub struct AppState {
     pub body_limit: usize,
     pub verifier: Arc<TokenVerifier>,
     pub trusted_proxy_hops: usize,
+    pub overload: OverloadSettings,
 }
 
 /// Per-request identifiers, set by [`edge_context`] before any handler runs.
@@ -47,6 +52,7 @@ pub struct RequestContext {
 struct RouteLabel(String);
 
 pub fn router(state: Arc<AppState>, cors: &Cors) -> axum::Router {
+    let admission = Admission::new("http", &state.overload);
     let router = axum::Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -54,7 +60,13 @@ pub fn router(state: Arc<AppState>, cors: &Cors) -> axum::Router {
         .fallback(api)
         .with_state(state)
         .layer(CompressionLayer::new())
-        .layer(middleware::from_fn(edge_context));
+        .layer(middleware::from_fn(edge_context))
+        // Outside the request span and metrics: a refusal costs microseconds.
+        // CORS stays outermost so a browser can read the 503.
+        .layer(AdmissionLayer::new(
+            admission,
+            overloaded as fn(&HeaderMap, Refusal) -> Response,
+        ));
     match cors_layer(cors) {
         Some(layer) => router.layer(layer),
         None => router,
@@ -88,6 +100,18 @@ fn cors_layer(cors: &Cors) -> Option<CorsLayer> {
             ])
             .max_age(Duration::from_secs(600)),
     )
+}
+
+/// The answer to a request refused by admission control (platform::overload).
+fn overloaded(headers: &HeaderMap, _: Refusal) -> Response {
+    let mut problem = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        OVERLOADED,
+        "the gateway is overloaded; retry shortly",
+        &request_id(headers),
+    );
+    problem.retry_after = Some("1".to_owned());
+    problem.into_response()
 }
 
 /// A request id is kept when it is short and plain; otherwise we mint one.
@@ -306,7 +330,10 @@ async fn call(
             }
             Ok(_) => {}
             Err(AuthError::Unavailable(reason)) => {
-                tracing::warn!(%reason, "cannot check the token");
+                static UNCHECKED: LogThrottle = LogThrottle::new();
+                if let Some(refused) = UNCHECKED.ready() {
+                    tracing::warn!(%reason, refused, "cannot check tokens");
+                }
                 return Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "UNAVAILABLE",
@@ -444,7 +471,12 @@ fn upstream_error(status: &tonic::Status, route: &Route, request_id: &str) -> Re
     ) {
         tracing::error!(rpc = %route.grpc_path, code = ?status.code(), message = status.message(), "upstream error");
     } else if status.code() == tonic::Code::Unavailable {
-        tracing::warn!(rpc = %route.grpc_path, message = status.message(), "upstream unavailable");
+        // Per request this would flood the log exactly when a service is down
+        // or shedding load; http_requests_total{status="503"} counts every one.
+        static UNAVAILABLE: LogThrottle = LogThrottle::new();
+        if let Some(calls) = UNAVAILABLE.ready() {
+            tracing::warn!(rpc = %route.grpc_path, message = status.message(), calls, "upstream unavailable");
+        }
     }
     Problem::from_status(status, request_id).into_response()
 }

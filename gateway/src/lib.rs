@@ -137,5 +137,6 @@ pub fn app_state(
         body_limit: settings.body_limit,
         verifier,
         trusted_proxy_hops: settings.trusted_proxy_hops,
+        overload: settings.overload,
     })
 }

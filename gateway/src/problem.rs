@@ -205,4 +205,15 @@ mod tests {
         let status = shopmesh_platform::errors::not_found("product", "x");
         assert_eq!(Problem::from_status(&status, "r").code, "PRODUCT_NOT_FOUND");
     }
+
+    #[test]
+    fn a_service_shedding_load_becomes_503_with_retry_after() {
+        let status = shopmesh_platform::errors::overloaded("busy");
+        let problem = Problem::from_status(&status, "req-3");
+        assert_eq!(problem.status, 503);
+        assert_eq!(problem.code, "OVERLOADED");
+        assert_eq!(problem.retry_after.as_deref(), Some("1"));
+        let response = problem.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
 }

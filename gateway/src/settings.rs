@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use shopmesh_platform::overload::OverloadSettings;
 use shopmesh_platform::settings::{
     Env, RedisSettings, SettingsError, TelemetrySettings, listen_addr,
 };
@@ -47,6 +48,8 @@ pub struct GatewaySettings {
     /// How many proxies (the NGINX ingress: 1) append to `X-Forwarded-For` in
     /// front of the gateway; 0 trusts only the socket's peer address.
     pub trusted_proxy_hops: usize,
+    /// Limits on the requests in flight (`OVERLOAD_*`; platform::overload).
+    pub overload: OverloadSettings,
 }
 
 impl GatewaySettings {
@@ -86,6 +89,7 @@ impl GatewaySettings {
             jwt_issuer: env.or("JWT_ISSUER", "shopmesh".to_owned())?,
             jwt_audience: env.or("JWT_AUDIENCE", "shopmesh".to_owned())?,
             trusted_proxy_hops: env.or("TRUSTED_PROXY_HOPS", 0)?,
+            overload: OverloadSettings::from_env(env)?,
         })
     }
 }

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{AccessControl, GrpcKeySource, SessionStore, TokenVerifier};
 use crate::events::EventsSettings;
 use crate::grpc::GrpcServer;
+use crate::overload::OverloadSettings;
 use crate::settings::{
     AuthSettings, DatabaseSettings, Env, RedisSettings, SettingsError, TelemetrySettings,
     listen_addr,
@@ -52,6 +53,8 @@ pub struct ServiceSettings {
     pub auth: AuthSettings,
     /// Kafka (`KAFKA_*`), for services that produce or consume events.
     pub events: EventsSettings,
+    /// Limits on the work in flight (`OVERLOAD_*`, `GRPC_MAX_CONCURRENT_STREAMS`).
+    pub overload: OverloadSettings,
 }
 
 impl ServiceSettings {
@@ -65,6 +68,7 @@ impl ServiceSettings {
             redis: RedisSettings::from_env(env)?,
             auth: AuthSettings::from_env(env)?,
             events: EventsSettings::from_env(env, spec.name)?,
+            overload: OverloadSettings::from_env(env)?,
         })
     }
 }
@@ -108,7 +112,8 @@ pub async fn prepare(
     let access = AccessControl::new(Arc::new(verifier), auth.internal_token.clone())?;
     let grpc = GrpcServer::bind(settings.grpc_addr, settings.drain)
         .await?
-        .access_control(access.clone());
+        .access_control(access.clone())
+        .overload(settings.overload);
     Ok(Context {
         env,
         settings,

@@ -5,8 +5,14 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::overload::LogThrottle;
+
 /// The error domain in `google.rpc.ErrorInfo`, so clients can tell our reasons apart.
 pub const ERROR_DOMAIN: &str = "shopmesh";
+
+/// The reason of a call refused because the server is overloaded
+/// (platform::overload): UNAVAILABLE, safe to retry after the `RetryInfo` delay.
+pub const OVERLOADED: &str = "OVERLOADED";
 
 /// Collects field violations; turns into one INVALID_ARGUMENT naming every bad field.
 #[derive(Debug, Default)]
@@ -91,9 +97,37 @@ pub fn not_found(resource: &str, id: &str) -> Status {
     )
 }
 
+/// UNAVAILABLE with reason [`OVERLOADED`] and a one-second `RetryInfo`, which
+/// the gateway turns into `Retry-After`.
+pub fn overloaded(message: &str) -> Status {
+    let mut details =
+        ErrorDetails::with_error_info(OVERLOADED, ERROR_DOMAIN, std::collections::HashMap::new());
+    details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+    Status::with_error_details(Code::Unavailable, message, details)
+}
+
 /// Logs `err` once with its cause chain and returns an opaque INTERNAL status.
+///
+/// A database pool that had no connection free within its acquire timeout is
+/// no bug but load: that call is refused as [`overloaded`], counted in
+/// `overload_shed_total{reason="db_pool"}` and logged at most once a second.
 pub fn internal(err: impl Into<anyhow::Error>) -> Status {
+    static POOL_EXHAUSTED: LogThrottle = LogThrottle::new();
     let err = err.into();
+    let pool_timed_out = err
+        .chain()
+        .any(|cause| matches!(cause.downcast_ref(), Some(sqlx::Error::PoolTimedOut)));
+    if pool_timed_out {
+        metrics::counter!("overload_shed_total", "server" => "grpc", "reason" => "db_pool")
+            .increment(1);
+        if let Some(refused) = POOL_EXHAUSTED.ready() {
+            tracing::warn!(
+                refused,
+                "no database connection free in time: refusing calls"
+            );
+        }
+        return overloaded("the service is busy; retry shortly");
+    }
     tracing::error!(error = format!("{err:#}"), "internal error");
     Status::internal("internal error")
 }
@@ -150,6 +184,20 @@ mod tests {
     fn internal_errors_hide_their_cause() {
         let status = internal(anyhow::anyhow!("password=hunter2 in a connection string"));
         assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn an_exhausted_pool_is_load_not_a_bug() {
+        let status = internal(sqlx::Error::PoolTimedOut);
+        assert_eq!(status.code(), Code::Unavailable);
+        let details = status.get_error_details();
+        assert_eq!(details.error_info().unwrap().reason, OVERLOADED);
+        assert_eq!(
+            details.retry_info().unwrap().retry_delay,
+            Some(std::time::Duration::from_secs(1))
+        );
+        let wrapped = anyhow::Error::from(sqlx::Error::PoolTimedOut).context("loading products");
+        assert_eq!(internal(wrapped).code(), Code::Unavailable);
     }
 
     #[test]

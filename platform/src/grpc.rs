@@ -14,11 +14,12 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Span;
 
 use crate::auth::{AccessControl, AccessLayer};
 use crate::metrics::GrpcMetricsLayer;
+use crate::overload::{Admission, AdmissionLayer, OverloadSettings};
 
 /// The message tonic's generated default stubs answer with.
 const TONIC_STUB_MESSAGE: &str = "Not yet implemented";
@@ -32,6 +33,7 @@ pub struct GrpcServer {
     drain: Duration,
     pending_note: Option<&'static str>,
     access: Option<AccessControl>,
+    overload: OverloadSettings,
 }
 
 impl GrpcServer {
@@ -49,6 +51,7 @@ impl GrpcServer {
             drain,
             pending_note: None,
             access: None,
+            overload: OverloadSettings::default(),
         })
     }
 
@@ -80,6 +83,13 @@ impl GrpcServer {
         self
     }
 
+    /// Bounds the work in flight and sheds what the process cannot serve
+    /// quickly (platform::overload); defaults apply otherwise.
+    pub fn overload(mut self, overload: OverloadSettings) -> Self {
+        self.overload = overload;
+        self
+    }
+
     /// Explains what "not implemented yet" means for this service's default stubs,
     /// e.g. "it arrives with the identity issue (#3)".
     pub fn pending_note(mut self, note: &'static str) -> Self {
@@ -101,6 +111,7 @@ impl GrpcServer {
             drain,
             pending_note,
             access,
+            overload,
         } = self;
 
         let reflection_v1 = reflection(&names).build_v1()?;
@@ -119,10 +130,31 @@ impl GrpcServer {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, services = ?names, "gRPC server listening");
 
+        // Outermost, so a refused call costs no span, request id or metric lookup.
+        let refusal = overloaded_response_headers();
+        let admission = AdmissionLayer::new(
+            Admission::new("grpc", &overload),
+            move |_: &http::HeaderMap, _| {
+                let mut response = Response::new(Body::default());
+                *response.headers_mut() = refusal.clone();
+                response
+            },
+        );
         let layers = tower::ServiceBuilder::new()
+            .layer(admission)
+            // One body type for served and refused calls (a refusal is a
+            // trailers-only response: empty body).
+            .map_response(|response: Response<_>| response.map(Body::new))
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(TraceLayer::new_for_grpc().make_span_with(call_span))
+            .layer(
+                TraceLayer::new_for_grpc()
+                    .make_span_with(call_span)
+                    // A failed call is logged once where it fails (errors::internal
+                    // at ERROR, with its cause) and counted by GrpcMetricsLayer; a
+                    // client's mistake (NOT_FOUND, INVALID_ARGUMENT…) is no error of ours.
+                    .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+            )
             // Request id and trace context for events the call produces (platform::events).
             .layer(crate::tracing_context::CallContextLayer)
             .layer(GrpcMetricsLayer)
@@ -131,6 +163,14 @@ impl GrpcServer {
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
+            // tonic's default is no limit: one connection could open streams
+            // without end. Beyond this, streams wait in the client.
+            .max_concurrent_streams(overload.max_concurrent_streams)
+            // Clients whose deadlines pass under load reset streams before we
+            // accept them; h2's default of 20 such resets then closes the whole
+            // connection (its "rapid reset" guard), failing every call on it.
+            // A client can have no more than its stream limit pending anyway.
+            .http2_max_pending_accept_reset_streams(Some(overload.max_concurrent_streams as usize))
             .layer(layers)
             .add_routes(routes)
             // Without TCP_NODELAY every multi-segment response waits ~40 ms for the
@@ -166,6 +206,16 @@ impl GrpcServer {
             }
         }
     }
+}
+
+/// The trailers-only answer to a refused call: UNAVAILABLE, reason
+/// `OVERLOADED`, retry after a second (`google.rpc.RetryInfo`, which the
+/// gateway turns into `Retry-After`). Built once; each refusal copies it.
+fn overloaded_response_headers() -> http::HeaderMap {
+    crate::errors::overloaded("the server is overloaded; retry shortly")
+        .into_http::<Body>()
+        .headers()
+        .clone()
 }
 
 /// Reflection over the whole contract set, advertising only what this server

@@ -11,6 +11,7 @@ pub mod errors;
 pub mod events;
 pub mod grpc;
 pub mod metrics;
+pub mod overload;
 pub mod paging;
 pub mod redis;
 pub mod settings;

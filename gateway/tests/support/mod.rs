@@ -44,6 +44,15 @@ pub async fn stack() -> Stack {
 /// `CART_GRPC_URL`), trusting `identity`; the upstreams not named point at a
 /// closed port.
 pub fn gateway(identity: &TestIdentity, upstreams: &[(&str, String)]) -> axum::Router {
+    gateway_with(identity, upstreams, &[])
+}
+
+/// [`gateway`] with more settings (`("OVERLOAD_MAX_IN_FLIGHT", "1")`).
+pub fn gateway_with(
+    identity: &TestIdentity,
+    upstreams: &[(&str, String)],
+    settings: &[(&str, &str)],
+) -> axum::Router {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -51,6 +60,8 @@ pub fn gateway(identity: &TestIdentity, upstreams: &[(&str, String)]) -> axum::R
     let mut env = Env::from_pairs([
         ("AUTH_GRPC_URL", identity.auth_url.clone()),
         ("BODY_LIMIT_BYTES", "2048".to_owned()),
+        // The test runtime also runs the test: lateness is no overload here.
+        ("OVERLOAD_LAG_TARGET_MS", "0".to_owned()),
     ]);
     for name in [
         "USER",
@@ -67,6 +78,9 @@ pub fn gateway(identity: &TestIdentity, upstreams: &[(&str, String)]) -> axum::R
             .find(|(upstream, _)| *upstream == name)
             .map_or_else(|| format!("http://{closed}"), |(_, url)| url.clone());
         env = env.with(&format!("{name}_GRPC_URL"), url);
+    }
+    for (name, value) in settings {
+        env = env.with(name, *value);
     }
     let settings = GatewaySettings::from_env(&env).unwrap();
     let verifier = TokenVerifier::new(
