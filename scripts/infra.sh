@@ -7,10 +7,19 @@
 # REDIS_URL / KAFKA_BROKERS when it answers; the one on its standard loopback
 # port; for PostgreSQL, Debian's stopped cluster, started; otherwise a private
 # one under .work/ (installed first when needed), which is reused next time.
+# The private broker is tansu with SQLite storage (.work/tansu/tansu.db): its
+# topics, records and consumer offsets survive a restart, as on Kafka.
 # Progress goes to stderr. Besides the URLs it exports SHOPMESH_INFRA_STARTED,
 # the private ones this run started (so the caller can stop just those).
 #
-#   scripts/infra.sh stop [postgres] [redis] [kafka]
+#   eval "$(scripts/infra.sh sentinel)"
+#
+# instead of `redis`: a private Redis master, one replica and three Sentinels
+# on loopback (master set `mymaster`, quick failover), REDIS_URL naming the
+# Sentinels, for failover tests. Always private; a fresh set unless all five
+# still run.
+#
+#   scripts/infra.sh stop [postgres] [redis] [sentinel] [kafka]
 #
 # stops private ones started under .work/ (default: all of them, and any
 # service left running by an interrupted `make run`). Nothing else is touched.
@@ -162,7 +171,25 @@ stop_postgres() {
 }
 
 # =================================================================== Redis ===
-redis_ok() { [[ "$(timeout 3 redis-cli -u "$1" ping 2>/dev/null)" == PONG ]]; }
+# redis_ok URL: Redis at URL answers PING. For a Sentinel URL (fred's form,
+# redis-sentinel://[auth@]host:port?sentinelServiceName=NAME&node=…, e.g. from
+# `scripts/infra.sh sentinel`): the master its first Sentinel names.
+redis_ok() {
+  local url=$1 rest auth="" sentinel ip port
+  if [[ "$url" == redis-sentinel://* ]]; then
+    rest=${url#redis-sentinel://}
+    [[ "$rest" == *@* ]] && { auth="${rest%%@*}@"; rest=${rest#*@}; }
+    sentinel=${rest%%[/?]*}
+    [[ "$url" =~ [?\&]sentinelServiceName=([^\&]+) && "$sentinel" == *:* ]] || return 1
+    read -r ip port < <(redis_at "${sentinel##*:}" -h "${sentinel%:*}" \
+      SENTINEL get-master-addr-by-name "${BASH_REMATCH[1]}" | tr '\n' ' ')
+    [[ -n "${port:-}" ]] || return 1
+    url="redis://$auth$ip:$port"
+  fi
+  [[ "$(timeout 3 redis-cli -u "$url" ping 2>/dev/null)" == PONG ]]
+}
+# redis_at PORT ARGS...: redis-cli on 127.0.0.1:PORT (a later -h wins).
+redis_at() { timeout 3 redis-cli -h 127.0.0.1 -p "$1" "${@:2}" 2>/dev/null; }
 
 ensure_redis() {
   command -v redis-cli >/dev/null || need_apt redis-tools
@@ -204,13 +231,179 @@ stop_redis() {
   rm -f "$WORK/pids/redis.pid" "$(port_file redis)"
 }
 
-# ========================================================= Kafka protocol ===
-tansu_bin() {
-  local b
-  for b in "$(command -v tansu 2>/dev/null)" "${CARGO_HOME:-$HOME/.cargo}/bin/tansu"; do
-    [[ -n "$b" && -x "$b" ]] && { printf '%s\n' "$b"; return 0; }
+# ========================================================== Redis Sentinel ===
+# Redis as the chart's production values run it (helm/shopmesh/values-production.yaml:
+# Sentinel, master set `mymaster`), on loopback for failover tests: a master,
+# one replica and three Sentinels (quorum 2), each under .work/sentinel/<node>/
+# with its config file, so a test can restart a node it killed. redis-1 starts
+# as the master and redis-2 as its replica; after a failover, ask a Sentinel.
+SENTINEL_DIR="$WORK/sentinel"
+SENTINEL_MASTER_SET=mymaster
+SENTINEL_NODES=(redis-1 redis-2 sentinel-1 sentinel-2 sentinel-3)
+# Quick failover for tests (Sentinel's defaults are 30 s and 3 min): the master
+# is down after 1 s without an answer; a failover that stalls is retried
+# after 2 × 3 s.
+SENTINEL_DOWN_AFTER_MS=1000
+SENTINEL_FAILOVER_TIMEOUT_MS=3000
+
+# free_ports COUNT FROM: COUNT ports from FROM up that nothing listens on, on
+# one line. Below the kernel's ephemeral range (32768 up), so no outgoing
+# connection takes the port of a node a test has killed and restarts.
+free_ports() {
+  local want=$1 port=$2 found=()
+  while ((${#found[@]} < want)); do
+    ((port < 32768)) || die "no $want free ports between $2 and 32767"
+    port_open 127.0.0.1 "$port" || found+=("$port")
+    port=$((port + 1))
   done
-  return 1
+  printf '%s\n' "${found[*]}"
+}
+
+# sentinel_node_pid NODE: the pid of NODE of the set, when it runs.
+sentinel_node_pid() {
+  local port
+  port=$(saved_port "sentinel/$1") || return 1
+  pidfile_pid "sentinel/$1" "127.0.0.1:$port"
+}
+
+# sentinels_agree: the three Sentinels name the same master, each sees the
+# other two (`ckquorum`: a failover can be authorised) and one replica; prints
+# the master's port.
+sentinels_agree() {
+  local node port addr master="" fields
+  for node in sentinel-1 sentinel-2 sentinel-3; do
+    port=$(saved_port "sentinel/$node") || return 1
+    addr=$(redis_at "$port" SENTINEL get-master-addr-by-name "$SENTINEL_MASTER_SET" | tr '\n' ' ')
+    [[ "$addr" =~ ^127\.0\.0\.1\ ([0-9]+)\ $ ]] || return 1
+    [[ -z "$master" || "$master" == "${BASH_REMATCH[1]}" ]] || return 1
+    master=${BASH_REMATCH[1]}
+    [[ "$(redis_at "$port" SENTINEL ckquorum "$SENTINEL_MASTER_SET")" == "OK 3 usable"* ]] || return 1
+    fields=" $(redis_at "$port" SENTINEL master "$SENTINEL_MASTER_SET" | tr '\n' ' ')"
+    [[ "$fields" == *" flags master "* && "$fields" == *" num-slaves 1 "* ]] || return 1
+  done
+  printf '%s\n' "$master"
+}
+
+sentinel_url() {
+  local s1 s2 s3
+  s1=$(saved_port sentinel/sentinel-1) && s2=$(saved_port sentinel/sentinel-2) \
+    && s3=$(saved_port sentinel/sentinel-3) || return 1
+  # fred's form (Config::from_url): the first Sentinel as the host, the others as `node`.
+  printf 'redis-sentinel://127.0.0.1:%s?sentinelServiceName=%s&node=127.0.0.1:%s&node=127.0.0.1:%s\n' \
+    "$s1" "$SENTINEL_MASTER_SET" "$s2" "$s3"
+}
+
+# start_sentinel_node NODE PORT [CONFIG LINE...]: writes NODE's config and starts
+# it (a Sentinel when NODE is sentinel-*), until it answers PING.
+start_sentinel_node() {
+  local node=$1 port=$2 dir="$SENTINEL_DIR/$1" conf bin=redis-server
+  shift 2
+  [[ "$node" == sentinel-* ]] && bin=redis-sentinel
+  mkdir -p "$dir"
+  conf="$dir/$node.conf"
+  {
+    printf 'bind 127.0.0.1\nport %s\ndaemonize yes\n' "$port"
+    printf 'pidfile "%s"\nlogfile "%s"\ndir "%s"\n' \
+      "$WORK/pids/sentinel/$node.pid" "$WORK/logs/sentinel/$node.log" "$dir"
+    printf '%s\n' "$@"
+  } >"$conf"
+  "$bin" "$conf" </dev/null >/dev/null 2>&1 9>&- || die "$node did not start (log: $WORK/logs/sentinel/$node.log)"
+  for _ in $(seq 1 50); do redis_ok "redis://127.0.0.1:$port" && return 0; sleep 0.1; done
+  tail -n 20 "$WORK/logs/sentinel/$node.log" >&2
+  die "$node did not answer on 127.0.0.1:$port"
+}
+
+ensure_sentinel() {
+  command -v redis-cli >/dev/null || need_apt redis-tools
+  local node url master list ports=() i
+  local running=1
+  for node in "${SENTINEL_NODES[@]}"; do sentinel_node_pid "$node" >/dev/null || running=""; done
+  if [[ -n "$running" ]] && master=$(sentinels_agree) && url=$(sentinel_url); then
+    ok "Redis Sentinel: private set already running (master 127.0.0.1:$master)"
+    emit REDIS_URL "$url"; return
+  fi
+  stop_sentinel # what is left of an earlier set
+
+  command -v redis-server >/dev/null || need_apt redis-server
+  command -v redis-sentinel >/dev/null || need_apt redis-sentinel
+  list=$(free_ports ${#SENTINEL_NODES[@]} 16380)
+  read -r -a ports <<<"$list"
+  step "Redis Sentinel: starting a private master, replica and three Sentinels on 127.0.0.1:${ports[0]}-${ports[4]}"
+  # Fresh: a Sentinel rewrites its config with what it learnt (replicas,
+  # other Sentinels, epochs), which must not leak into a new set.
+  rm -rf "$SENTINEL_DIR"
+  mkdir -p "$WORK/pids/sentinel" "$WORK/logs/sentinel"
+  for i in "${!SENTINEL_NODES[@]}"; do
+    printf '%s\n' "${ports[$i]}" >"$(port_file "sentinel/${SENTINEL_NODES[$i]}")"
+  done
+  started+=(sentinel) # from here on, a failure stops what was started
+
+  # No 5 s wait for more replicas before a full sync; an append-only file, so
+  # a killed node restarted by a test comes back with its data.
+  local persistence=("appendonly yes" "repl-diskless-sync-delay 0")
+  start_sentinel_node redis-1 "${ports[0]}" "${persistence[@]}"
+  start_sentinel_node redis-2 "${ports[1]}" "${persistence[@]}" "replicaof 127.0.0.1 ${ports[0]}"
+  for _ in $(seq 1 100); do
+    [[ "$(redis_at "${ports[1]}" INFO replication)" == *"master_link_status:up"* ]] && break
+    sleep 0.2
+  done
+  [[ "$(redis_at "${ports[1]}" INFO replication)" == *"master_link_status:up"* ]] \
+    || die "redis-2 did not sync with redis-1 within 20 s (logs: $WORK/logs/sentinel/)"
+  for i in 2 3 4; do
+    start_sentinel_node "${SENTINEL_NODES[$i]}" "${ports[$i]}" \
+      "sentinel monitor $SENTINEL_MASTER_SET 127.0.0.1 ${ports[0]} 2" \
+      "sentinel down-after-milliseconds $SENTINEL_MASTER_SET $SENTINEL_DOWN_AFTER_MS" \
+      "sentinel failover-timeout $SENTINEL_MASTER_SET $SENTINEL_FAILOVER_TIMEOUT_MS" \
+      "sentinel parallel-syncs $SENTINEL_MASTER_SET 1"
+  done
+  # Sentinels find each other through the master's hello channel (every 2 s).
+  for _ in $(seq 1 150); do master=$(sentinels_agree) && break; sleep 0.2; done
+  master=$(sentinels_agree) || die "the Sentinels did not agree on a master within 30 s (logs: $WORK/logs/sentinel/)"
+  url=$(sentinel_url)
+  ok "Redis Sentinel: master 127.0.0.1:$master, replica 127.0.0.1:${ports[1]}, Sentinels 127.0.0.1:${ports[2]},${ports[3]},${ports[4]} (data ${SENTINEL_DIR#"$SHOPMESH_ROOT/"}, logs ${WORK#"$SHOPMESH_ROOT/"}/logs/sentinel/)"
+  emit REDIS_URL "$url"
+}
+
+stop_sentinel() {
+  local node pid
+  # Sentinels first, so stopping the master starts no failover.
+  for node in sentinel-1 sentinel-2 sentinel-3 redis-2 redis-1; do
+    if pid=$(sentinel_node_pid "$node"); then
+      step "Redis Sentinel: stopping $node (pid $pid)"
+      stop_pid "$pid" 30
+    fi
+    rm -f "$WORK/pids/sentinel/$node.pid" "$(port_file "sentinel/$node")"
+  done
+}
+
+# ========================================================= Kafka protocol ===
+# tansu_sqlite BIN: BIN was built with the SQLite storage engine (`tansu
+# --help` ends with e.g. "Storage engines: dynostore, libsql").
+tansu_sqlite() {
+  local help
+  help=$(cd / && "$1" --help 2>&1) || return 1
+  grep -qE '^Storage engines:.*\blibsql\b' <<<"$help"
+}
+
+# tansu_bin: a tansu with the SQLite engine, `tansu` on PATH or cargo's;
+# installs (or reinstalls, e.g. an older build without it) when there is none.
+tansu_bin() {
+  local b cargo_bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu" without=""
+  for b in "$(command -v tansu 2>/dev/null)" "$cargo_bin"; do
+    [[ -n "$b" && -x "$b" ]] || continue
+    tansu_sqlite "$b" && { printf '%s\n' "$b"; return 0; }
+    without=$b
+  done
+  if [[ -n "$without" ]]; then
+    step "Kafka: $without has no SQLite storage engine; reinstalling tansu $TANSU_VERSION with it (15 minutes or more; 85 on a 2-core machine busy with builds)"
+  else
+    step "Kafka: installing the tansu broker (cargo install tansu $TANSU_VERSION: 15 minutes or more; 85 on a 2-core machine busy with builds)"
+  fi
+  # dynostore: the memory:// and s3:// engines; libsql: sqlite://.
+  cargo install tansu --version "$TANSU_VERSION" --locked --force --features dynostore,libsql </dev/null >&2 9>&- \
+    || die "cargo install tansu failed"
+  tansu_sqlite "$cargo_bin" || die "$cargo_bin has no SQLite storage engine after cargo install"
+  printf '%s\n' "$cargo_bin"
 }
 
 brokers_ok() { # first host:port of a comma-separated list answers
@@ -221,41 +414,44 @@ brokers_ok() { # first host:port of a comma-separated list answers
 }
 
 ensure_kafka() {
-  local port pid bin log="$WORK/logs/tansu.log"
+  local port pid bin data="$WORK/tansu" log="$WORK/logs/tansu.log"
   if [[ -n "${KAFKA_BROKERS:-}" ]]; then
     if brokers_ok "$KAFKA_BROKERS"; then ok "Kafka: KAFKA_BROKERS ($KAFKA_BROKERS)"; emit KAFKA_BROKERS "$KAFKA_BROKERS"; return; fi
     warn "Kafka: KAFKA_BROKERS ($KAFKA_BROKERS) does not answer; looking further"
   fi
-  if pidfile_pid tansu tansu >/dev/null && port=$(saved_port tansu) && port_open 127.0.0.1 "$port"; then
-    ok "Kafka: private tansu broker on 127.0.0.1:$port (already running)"
+  if pid=$(pidfile_pid tansu tansu) && port=$(saved_port tansu) && port_open 127.0.0.1 "$port"; then
+    if pid_alive "$pid" sqlite://; then
+      ok "Kafka: private tansu broker on 127.0.0.1:$port (already running)"
+    else # started by an older infra.sh
+      warn "Kafka: private tansu broker on 127.0.0.1:$port (already running, in-memory storage; \`scripts/infra.sh stop kafka\` to restart it with SQLite)"
+    fi
     emit KAFKA_BROKERS "127.0.0.1:$port"; return
   fi
   if port_open 127.0.0.1 9092; then ok "Kafka: 127.0.0.1:9092"; emit KAFKA_BROKERS 127.0.0.1:9092; return; fi
 
-  if ! bin=$(tansu_bin); then
-    step "Kafka: installing the tansu broker (cargo install tansu $TANSU_VERSION; about 13 minutes on a cold machine)"
-    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore </dev/null >&2 9>&- \
-      || die "cargo install tansu failed"
-    bin=$(tansu_bin) || die "tansu is not on PATH after cargo install"
-  fi
+  bin=$(tansu_bin)
   port=$(free_port 9092 59092)
-  step "Kafka: starting a private tansu broker on 127.0.0.1:$port (in-memory storage)"
+  step "Kafka: starting a private tansu broker on 127.0.0.1:$port (SQLite storage in ${data#"$SHOPMESH_ROOT/"})"
+  mkdir -p "$data"
+  # tansu reads a .env from its working directory or the nearest parent that
+  # has one (e.g. a developer's in the repo): this empty one ends the search.
+  [[ -e "$data/.env" ]] || printf '# stops tansu looking for a .env further up\n' >"$data/.env"
   {
-    printf '\n--- %s: %s broker --listener-url tcp://127.0.0.1:%s --advertised-listener-url tcp://127.0.0.1:%s --storage-engine memory://tansu/\n' \
-      "$(date -Is)" "$bin" "$port" "$port"
+    printf '\n--- %s: (cd %s && %s broker --listener-url tcp://127.0.0.1:%s --advertised-listener-url tcp://127.0.0.1:%s --storage-engine sqlite://tansu.db)\n' \
+      "$(date -Is)" "$data" "$bin" "$port" "$port"
   } >>"$log"
-  # Own session, so a Ctrl-C meant for `make run` does not reach it directly;
-  # cwd / so tansu's .env lookup finds nothing of ours.
-  (cd / && exec setsid "$bin" broker \
+  # Own session, so a Ctrl-C meant for `make run` does not reach it directly.
+  # The database path of a sqlite:// URL is relative to the working directory.
+  (cd "$data" && exec setsid "$bin" broker \
     --listener-url "tcp://127.0.0.1:$port" \
     --advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine memory://tansu/ </dev/null >>"$log" 2>&1 9>&-) &
+    --storage-engine sqlite://tansu.db </dev/null >>"$log" 2>&1 9>&-) &
   pid=$!
   printf '%s\n' "$pid" >"$WORK/pids/tansu.pid"
   printf '%s\n' "$port" >"$(port_file tansu)"
   wait_for_port 127.0.0.1 "$port" 60 "$pid" || { tail -n 20 "$log" >&2; die "tansu did not start (log: $log)"; }
   started+=(kafka)
-  ok "Kafka: private tansu broker on 127.0.0.1:$port (pid $pid, log ${log#"$SHOPMESH_ROOT/"})"
+  ok "Kafka: private tansu broker on 127.0.0.1:$port (pid $pid, data ${data#"$SHOPMESH_ROOT/"}/tansu.db, log ${log#"$SHOPMESH_ROOT/"})"
   emit KAFKA_BROKERS "127.0.0.1:$port"
 }
 
@@ -292,12 +488,12 @@ stop_services() {
 # ==================================================================== main ===
 if [[ "${1:-}" == stop ]]; then
   shift
-  (($#)) || set -- services kafka redis postgres
+  (($#)) || set -- services kafka sentinel redis postgres
   for what in "$@"; do
     case $what in
       services) stop_services ;;
-      postgres | redis | kafka) "stop_$what" ;;
-      *) die "unknown: $what (want postgres, redis, kafka or services)" ;;
+      postgres | redis | sentinel | kafka) "stop_$what" ;;
+      *) die "unknown: $what (want postgres, redis, sentinel, kafka or services)" ;;
     esac
   done
   exit 0
@@ -313,9 +509,12 @@ on_exit() {
 }
 trap on_exit EXIT
 
-(($#)) || die "usage: $0 [postgres] [redis] [kafka]   |   $0 stop [postgres] [redis] [kafka] [services]"
+usage="usage: $0 [postgres] [redis|sentinel] [kafka]   |   $0 stop [postgres] [redis] [sentinel] [kafka] [services]"
+(($#)) || die "$usage"
 for what in "$@"; do
-  case $what in postgres | redis | kafka) ;; *) die "unknown: $what (want postgres, redis or kafka)" ;; esac
+  case $what in postgres | redis | sentinel | kafka) ;; *) die "unknown: $what; $usage" ;; esac
 done
+[[ " $* " == *" redis "*" sentinel "* || " $* " == *" sentinel "*" redis "* ]] \
+  && die "redis and sentinel both set REDIS_URL: pick one"
 for what in "$@"; do "ensure_$what"; done
 emit SHOPMESH_INFRA_STARTED "${started[*]}"

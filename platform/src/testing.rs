@@ -266,6 +266,10 @@ impl TestService {
             ("METRICS_ADDR", "127.0.0.1:0"),
             ("SHUTDOWN_DRAIN_SECONDS", "2"),
             ("DB_MAX_CONNECTIONS", "5"),
+            // Tests run many services and their clients on one test runtime,
+            // where a late wake-up means a busy test, not an overloaded
+            // service: only the in-flight limit guards them.
+            ("OVERLOAD_LAG_TARGET_MS", "0"),
             ("REDIS_URL", redis_url().as_str()),
             ("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN),
         ]);
@@ -496,6 +500,8 @@ pub fn service_command(path: &str, port: u16) -> tokio::process::Command {
         .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
         .env("METRICS_ADDR", "127.0.0.1:0")
         .env("SHUTDOWN_DRAIN_SECONDS", "3")
+        // A test machine runs many binaries at once on a few cores.
+        .env("OVERLOAD_LAG_TARGET_MS", "0")
         .env("REDIS_URL", redis_url())
         .env("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN)
         .stdout(std::process::Stdio::piped())
@@ -579,22 +585,33 @@ fn restartable_port() -> u16 {
     panic!("no free local port in {low}..{high}")
 }
 
-/// A private Kafka-protocol broker (tansu with in-memory storage) on a port
-/// of its own, for a test that stops and restarts its broker: the shared one
-/// other tests use (`TEST_KAFKA_BROKERS`) is never touched. Killed when dropped.
+/// A private Kafka-protocol broker (tansu) on a port of its own, for a test
+/// that stops and restarts its broker: the shared one other tests use
+/// (`TEST_KAFKA_BROKERS`) is never touched. Killed, and its data deleted, when
+/// dropped.
 ///
-/// Its storage is memory: a restarted broker has no topics, records, group
-/// offsets or producer state (see [`TestBroker::create_topics`]).
+/// Its storage is SQLite in a temporary folder of its own, so like a Kafka
+/// broker it keeps its topics, records, consumer group offsets and producer
+/// state when killed and started again.
 pub struct TestBroker {
     port: u16,
+    /// The broker's working directory: `tansu.db` (and its WAL) and `tansu.log`.
+    dir: std::path::PathBuf,
     process: Option<tokio::process::Child>,
 }
 
 impl TestBroker {
     /// Starts a broker on a free port and waits until it answers.
     pub async fn start() -> anyhow::Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("shopmesh-tansu-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir)?;
+        // tansu loads a .env from its working directory or the nearest parent
+        // folder that has one: this empty one ends the search.
+        std::fs::write(dir.join(".env"), "")?;
         let mut broker = Self {
             port: restartable_port(),
+            dir,
             process: None,
         };
         broker.restart().await?;
@@ -620,8 +637,8 @@ impl TestBroker {
         }
     }
 
-    /// Starts the broker (again) on the same port and waits until it listens.
-    /// A no-op when it runs.
+    /// Starts the broker (again) on the same port and with the same data, and
+    /// waits until it listens. A no-op when it runs.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         if self.process.is_some() {
             return Ok(());
@@ -633,37 +650,35 @@ impl TestBroker {
             );
         };
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let mut command = tokio::process::Command::new(binary);
-        command
+        // TEST_TANSU_LOG=<file>: the broker's output appended there instead
+        // (kept after the test, for debugging).
+        let log_path = std::env::var_os("TEST_TANSU_LOG")
+            .map_or_else(|| self.dir.join("tansu.log"), std::path::PathBuf::from);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let mut process = tokio::process::Command::new(binary)
             .arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            // tansu reads a .env from its working directory: none of ours.
-            .current_dir("/")
+            // A sqlite:// path is relative to the working directory.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
             .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        // TEST_TANSU_LOG=<file>: the broker's output, appended there (debugging).
-        match std::env::var_os("TEST_TANSU_LOG") {
-            Some(path) => {
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?;
-                command.stdout(log.try_clone()?).stderr(log);
-            }
-            None => {
-                command
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null());
-            }
-        }
-        let mut process = command.spawn()?;
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             if let Some(status) = process.try_wait()? {
+                let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let last: Vec<&str> = output.lines().rev().take(10).collect();
                 anyhow::bail!(
-                    "tansu exited at start ({status}); is port {} taken?",
-                    self.port
+                    "tansu exited at start ({status}); is port {} taken, or is it a build without \
+                     the SQLite engine (`scripts/infra.sh kafka` reinstalls it)? Its last lines:\n{}",
+                    self.port,
+                    last.into_iter().rev().collect::<Vec<_>>().join("\n")
                 );
             }
             if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
@@ -695,6 +710,16 @@ impl TestBroker {
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
             }
         }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.start_kill();
+        }
+        // The killed broker may still hold the files open: harmless on Linux.
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
