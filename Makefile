@@ -22,6 +22,10 @@ lint: ## fmt check, buf lint, shellcheck, clippy -D warnings
 bench: ## benchmarks (scripts/bench.sh)
 	@bash scripts/bench.sh
 
+.PHONY: load
+load: ## open-loop stepped load with loadgen on a running PROFILE=release make run (scripts/load.sh)
+	@scripts/load.sh
+
 stop: ## stop what make run/test left running under .work (private PostgreSQL, Redis, tansu, services)
 	@scripts/infra.sh stop
 
