@@ -6,10 +6,10 @@
 //! 32-byte output, version 0x13. They are stored in every PHC hash string, so a
 //! later change still verifies old hashes.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand_core::{OsRng, RngCore};
 use tokio::sync::Semaphore;
 
@@ -135,13 +135,20 @@ pub fn check_display_name(raw: &str) -> Result<String, &'static str> {
     Ok(name.to_owned())
 }
 
-/// Hashes and verifies passwords off the async threads, a bounded number at a
-/// time: each hash holds 19 MiB, so a burst of sign-ins must queue rather than
-/// exhaust memory.
+/// Hashes and verifies passwords off the async threads, one per core at a time:
+/// Argon2 is pure CPU, so more at once only adds memory and latency. A burst of
+/// sign-ins queues on the permits rather than exhausting memory.
+///
+/// Each hash needs 19 MiB of working memory. Allocating it per call made the
+/// process grow to about 1 GB under a stream of sign-ins: glibc raises its mmap
+/// threshold after the first such block is freed, so later ones come from
+/// per-thread arenas that keep them. The working memory is therefore taken from
+/// a pool of at most one buffer per permit, allocated once and reused.
 #[derive(Clone)]
 pub struct PasswordHasher {
-    argon2: Argon2<'static>,
+    params: Params,
     permits: Arc<Semaphore>,
+    memory: Arc<MemoryPool>,
 }
 
 impl PasswordHasher {
@@ -153,10 +160,11 @@ impl PasswordHasher {
             None,
         )
         .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
-            argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
-            permits: Arc::new(Semaphore::new(parallel * 2)),
+            params,
+            permits: Arc::new(Semaphore::new(cores)),
+            memory: Arc::default(),
         })
     }
 
@@ -164,30 +172,65 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &str) -> anyhow::Result<String> {
         let mut salt = [0u8; 16];
         OsRng.fill_bytes(&mut salt);
-        let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
         let password = password.to_owned();
-        let argon2 = self.argon2.clone();
+        let params = self.params.clone();
+        let memory = Arc::clone(&self.memory);
         self.blocking(move || {
-            argon2
-                .hash_password(password.as_bytes(), &salt)
-                .map(|hash| hash.to_string())
-                .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))
+            let salt_string =
+                SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+            let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+            let output = memory.compute(
+                &argon2,
+                password.as_bytes(),
+                &salt,
+                Params::DEFAULT_OUTPUT_LEN,
+            )?;
+            let phc = PasswordHash {
+                algorithm: Algorithm::Argon2id.ident(),
+                version: Some(Version::V0x13.into()),
+                params: ParamsString::try_from(&params)
+                    .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?,
+                salt: Some(salt_string.as_salt()),
+                hash: Some(output),
+            };
+            Ok(phc.to_string())
         })
         .await
     }
 
     /// Whether `password` matches `hash`; with no hash (unknown account) it
-    /// verifies against a dummy and answers false, taking the same time.
+    /// verifies against a dummy and answers false, taking the same time. The
+    /// stored hash's own algorithm, version and parameters are used.
     pub async fn verify(&self, password: &str, hash: Option<&str>) -> anyhow::Result<bool> {
         let known = hash.is_some();
         let hash = hash.unwrap_or(DUMMY_HASH).to_owned();
         let password = password.to_owned();
-        let argon2 = self.argon2.clone();
+        let memory = Arc::clone(&self.memory);
         let matches = self
             .blocking(move || {
-                let parsed = PasswordHash::new(&hash)
-                    .map_err(|e| anyhow::anyhow!("stored hash is malformed: {e}"))?;
-                Ok(argon2.verify_password(password.as_bytes(), &parsed).is_ok())
+                let malformed =
+                    |e: &dyn std::fmt::Display| anyhow::anyhow!("stored hash is malformed: {e}");
+                let parsed = PasswordHash::new(&hash).map_err(|e| malformed(&e))?;
+                let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+                    return Err(malformed(&"no salt or no hash"));
+                };
+                let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|e| malformed(&e))?;
+                let version = parsed
+                    .version
+                    .map(Version::try_from)
+                    .transpose()
+                    .map_err(|e| malformed(&e))?
+                    .unwrap_or_default();
+                let params = Params::try_from(&parsed).map_err(|e| malformed(&e))?;
+                let mut salt_bytes = [0u8; 64];
+                let salt = salt
+                    .decode_b64(&mut salt_bytes)
+                    .map_err(|e| malformed(&e))?;
+                let argon2 = Argon2::new(algorithm, version, params);
+                let computed =
+                    memory.compute(&argon2, password.as_bytes(), salt, expected.len())?;
+                // `Output`'s equality is constant-time.
+                Ok(computed == expected)
             })
             .await?;
         Ok(known && matches)
@@ -199,6 +242,49 @@ impl PasswordHasher {
     ) -> anyhow::Result<T> {
         let _permit = self.permits.acquire().await?;
         tokio::task::spawn_blocking(work).await?
+    }
+}
+
+/// Argon2 working memory, kept for reuse. At most one buffer per permit is ever
+/// taken at once, so the pool never holds more than that. Reuse is sound: the
+/// first pass of Argon2 writes every block before any is read.
+#[derive(Default)]
+struct MemoryPool(Mutex<Vec<Vec<Block>>>);
+
+impl MemoryPool {
+    /// Runs `argon2` over `password` and `salt` into an output of `len` bytes.
+    fn compute(
+        &self,
+        argon2: &Argon2<'_>,
+        password: &[u8],
+        salt: &[u8],
+        len: usize,
+    ) -> anyhow::Result<Output> {
+        let mut blocks = self.take();
+        blocks.resize(argon2.params().block_count(), Block::default());
+        let output = Output::init_with(len, |out| {
+            argon2
+                .hash_password_into_with_memory(password, salt, out, &mut blocks)
+                .map_err(Into::into)
+        });
+        // What is left in the blocks is derived from the password.
+        blocks.fill(Block::default());
+        self.give(blocks);
+        output.map_err(|e| anyhow::anyhow!("hashing failed: {e}"))
+    }
+
+    fn take(&self) -> Vec<Block> {
+        self.0
+            .lock()
+            .map(|mut pool| pool.pop())
+            .unwrap_or_default()
+            .unwrap_or_default()
+    }
+
+    fn give(&self, blocks: Vec<Block>) {
+        if let Ok(mut pool) = self.0.lock() {
+            pool.push(blocks);
+        }
     }
 }
 
@@ -263,6 +349,78 @@ mod tests {
         assert_eq!(params.m_cost(), ARGON2_MEMORY_KIB);
         assert_eq!(params.t_cost(), ARGON2_ITERATIONS);
         assert_eq!(params.p_cost(), ARGON2_PARALLELISM);
+    }
+
+    #[tokio::test]
+    async fn pooled_memory_gives_the_reference_implementations_hashes() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let hasher = PasswordHasher::new().unwrap();
+        let reference = Argon2::new(Algorithm::Argon2id, Version::V0x13, hasher.params.clone());
+        // Several rounds, so that reused (dirty) buffers are exercised both ways.
+        for round in 0..3 {
+            let password = format!("correct horse battery {round}");
+            let ours = hasher.hash(&password).await.unwrap();
+            let parsed = PasswordHash::new(&ours).unwrap();
+            assert!(
+                reference
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            );
+            assert!(
+                reference
+                    .verify_password(b"wrong horse battery", &parsed)
+                    .is_err()
+            );
+
+            let salt = SaltString::encode_b64(&[round; 16]).unwrap();
+            let theirs = reference
+                .hash_password(password.as_bytes(), &salt)
+                .unwrap()
+                .to_string();
+            assert!(hasher.verify(&password, Some(&theirs)).await.unwrap());
+            assert!(
+                !hasher
+                    .verify("wrong horse battery", Some(&theirs))
+                    .await
+                    .unwrap()
+            );
+        }
+        // Never more buffers than hashes that can run at once.
+        assert!(hasher.memory.0.lock().unwrap().len() <= hasher.permits.available_permits());
+    }
+
+    #[tokio::test]
+    async fn a_stored_hash_with_other_parameters_still_verifies() {
+        use argon2::password_hash::PasswordHasher as _;
+        let hasher = PasswordHasher::new().unwrap();
+        let older = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(8192, 3, 1, Some(24)).unwrap(),
+        );
+        let salt = SaltString::encode_b64(b"sixteen byte salt").unwrap();
+        let stored = older
+            .hash_password(b"correct horse battery", &salt)
+            .unwrap()
+            .to_string();
+        assert!(
+            hasher
+                .verify("correct horse battery", Some(&stored))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify("correct horse batterY", Some(&stored))
+                .await
+                .unwrap()
+        );
+        assert!(
+            hasher
+                .verify("anything", Some("$argon2id$v=19$nonsense"))
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
