@@ -167,10 +167,7 @@ impl Runner {
             if self.stopping() {
                 return self.store.release(self.owner, order_id).await;
             }
-            let recorded = if state.cancel_requested
-                && state.phase == Phase::Forward
-                && !state.stock_committed
-            {
+            let recorded = if state.cancel_requested && state.before_commit() {
                 self.record(order_id, |s| {
                     s.apply_cancel_request();
                     None

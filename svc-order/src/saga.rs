@@ -88,13 +88,15 @@ impl Step {
         Self::ALL.into_iter().find(|s| s.as_str() == raw)
     }
 
-    /// Forward steps that give up at the saga's deadline. Capture does not:
-    /// it runs after the stock was committed, so it must get through.
+    /// Forward steps that give up at the saga's deadline. Commit and capture
+    /// do not. A commit whose answer was lost (inventory killed or slow) may
+    /// already have taken the stock, and a release cannot undo a commit: giving
+    /// up there left a FAILED order whose units were gone. So commit is retried
+    /// until inventory answers; a reservation that expired meanwhile (saga
+    /// timeout + 5 min) is refused, and that refusal compensates. Capture runs
+    /// after the commit, so the sale must complete.
     pub fn has_deadline(self) -> bool {
-        matches!(
-            self,
-            Self::ReserveStock | Self::AuthorizePayment | Self::CommitStock
-        )
+        matches!(self, Self::ReserveStock | Self::AuthorizePayment)
     }
 
     /// The failure code and reason when this step ran out of time.
@@ -242,6 +244,12 @@ impl SagaState {
         }
     }
 
+    /// Forward and not yet at `commit_stock`: what a cancellation still stops.
+    pub fn before_commit(&self) -> bool {
+        self.phase == Phase::Forward
+            && matches!(self.step, Step::ReserveStock | Step::AuthorizePayment)
+    }
+
     fn after_payment_undone(&self) -> Step {
         if self.stock_committed {
             Step::Finish
@@ -272,11 +280,13 @@ impl SagaState {
         };
     }
 
-    /// Applies a cancellation request between steps: before stock is
-    /// committed the saga stops and compensates to CANCELLED; after, it goes
-    /// on and `succeeded` turns the confirmation into a refund.
+    /// Applies a cancellation request between steps: before the saga reaches
+    /// `commit_stock` it stops and compensates to CANCELLED; from there on it
+    /// goes on and `succeeded` turns the confirmation into a refund. A commit
+    /// may have taken the stock even when its answer was lost, and a release
+    /// cannot give it back.
     pub fn apply_cancel_request(&mut self) {
-        if self.cancel_requested && self.phase == Phase::Forward && !self.stock_committed {
+        if self.cancel_requested && self.before_commit() {
             let reason = self.cancel_reason.clone();
             self.compensate(OrderStatus::Cancelled, "", &reason);
         }
@@ -368,43 +378,50 @@ mod tests {
     }
 
     #[test]
-    fn cancelling_before_commit_compensates_and_after_commit_refunds() {
+    fn cancelling_before_commit_compensates_and_from_commit_on_refunds() {
+        // Cancelled while authorizing: the stock is released and the
+        // authorization's outcome settled at the end (a lost one is voided).
         let mut early = SagaState::start(Uuid::now_v7());
         run(&mut early, Effect::default());
-        run(&mut early, paid());
         early.cancel_requested = true;
         early.cancel_reason = "changed my mind".into();
         early.apply_cancel_request();
-        assert_eq!(early.step, Step::VoidPayment);
-        run(&mut early, Effect::default());
+        assert_eq!(early.step, Step::ReleaseStock);
         run(&mut early, Effect::default());
         assert_eq!(
             run(&mut early, Effect::default()),
             Some(OrderStatus::Cancelled)
         );
+        assert_eq!(early.step, Step::SettleAuthorization);
 
-        let mut late = SagaState::start(Uuid::now_v7());
-        run(&mut late, Effect::default());
-        run(&mut late, paid());
-        run(&mut late, Effect::default());
-        late.cancel_requested = true;
-        late.apply_cancel_request();
-        assert_eq!(
-            late.step,
-            Step::CapturePayment,
-            "past the point of no return"
-        );
-        assert_eq!(
-            run(&mut late, Effect::default()),
-            Some(OrderStatus::Confirmed)
-        );
-        assert_eq!(late.step, Step::RefundPayment);
-        assert_eq!(run(&mut late, Effect::default()), None);
-        assert_eq!(
-            run(&mut late, Effect::default()),
-            Some(OrderStatus::Refunded)
-        );
-        assert_eq!(late.phase, Phase::Done);
+        // At commit_stock (a commit may have taken the stock, its answer lost)
+        // and after it: the sale completes and is refunded.
+        for commits_before_cancel in [0, 1] {
+            let mut late = SagaState::start(Uuid::now_v7());
+            run(&mut late, Effect::default());
+            run(&mut late, paid());
+            for _ in 0..commits_before_cancel {
+                run(&mut late, Effect::default());
+            }
+            late.cancel_requested = true;
+            late.apply_cancel_request();
+            assert_eq!(late.phase, Phase::Forward, "past the point of no return");
+            if commits_before_cancel == 0 {
+                assert_eq!(run(&mut late, Effect::default()), None);
+            }
+            assert_eq!(late.step, Step::CapturePayment);
+            assert_eq!(
+                run(&mut late, Effect::default()),
+                Some(OrderStatus::Confirmed)
+            );
+            assert_eq!(late.step, Step::RefundPayment);
+            assert_eq!(run(&mut late, Effect::default()), None);
+            assert_eq!(
+                run(&mut late, Effect::default()),
+                Some(OrderStatus::Refunded)
+            );
+            assert_eq!(late.phase, Phase::Done);
+        }
     }
 
     #[test]

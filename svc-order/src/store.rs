@@ -442,7 +442,7 @@ impl Store {
         sqlx::query(
             "UPDATE order_sagas SET attempts = attempts + 1, last_error = $3, \
              next_attempt_at = CASE WHEN phase = 'forward' \
-                 AND step IN ('reserve_stock', 'authorize_payment', 'commit_stock') \
+                 AND step IN ('reserve_stock', 'authorize_payment') \
                  THEN least(now() + make_interval(secs => $4), deadline) \
                  ELSE now() + make_interval(secs => $4) END, \
              lease_owner = NULL, lease_until = NULL, updated_at = now() \
