@@ -15,6 +15,7 @@ USAGE
   loadgen run --target T[,T…] (--rate N | --steps LIST) [options]
   loadgen run --target T@STEPS [--target T@STEPS …] [options]
   loadgen bare [--http ADDR] [--grpc ADDR]
+  loadgen audit --database-url URL [--db-suffix S] [--settle D] [--json FILE]
   loadgen help
 
 TARGETS
@@ -63,6 +64,34 @@ BARE OPTIONS
   --http ADDR             default 127.0.0.1:18080
   --grpc ADDR             default 127.0.0.1:18081
   --workers N             default 2
+
+AUDIT (the invariant checker of the fault suite, scripts/faults.sh)
+  Reads the services' own databases, shop_<service><suffix> (order, payment,
+  inventory, notification, recommendation, product, auth, user), and checks
+  that the books balance once everything asynchronous has caught up:
+    orders-terminal  every order confirmed/failed/cancelled/refunded, its saga done
+    money            per order, captured - refunded = total if confirmed, else 0;
+                     no payment pending or authorized, none for an unknown order
+    payment-ledger   svc-order's order_payment_ledger agrees with every payment
+    stock-reserved   stock.reserved = units of the live ('reserved') reservations
+    reservations     a sold order has a committed reservation of its lines; no
+                     other order has one committed or still reserved
+    stock-log        stock levels = the newest stock_changes row = the sum of its deltas
+    stock-sold       units committed per SKU = units of the sold orders
+    outboxes         no unpublished outbox row in any database
+    purchases        svc-recommendation's purchases = the confirmed/refunded
+                     orders' lines (the demo seed's orders excluded)
+    notifications    one notification per channel per order event
+                     (confirmed, failed, cancelled, refunded)
+    product-stock    svc-product's stock_levels = inventory's on_hand - reserved
+  Checks again every 2s until all hold or --settle runs out; prints the findings
+  and exits 1, or a summary and exits 0.
+
+AUDIT OPTIONS
+  --database-url URL      the PostgreSQL server (its path, if any, is ignored)
+  --db-suffix S           database name suffix, e.g. _100 for a second stack (default none)
+  --settle D              how long to wait for the checks to pass (default 120s)
+  --json FILE             write the findings and the summary as JSON
 ";
 
 /// What to measure.
@@ -248,10 +277,21 @@ pub struct BareOptions {
     pub exit_on_stdin_eof: bool,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditOptions {
+    pub database_url: String,
+    /// Appended to `shop_<service>` to name each service's database.
+    pub db_suffix: String,
+    /// How long failing checks are retried before they count.
+    pub settle: Duration,
+    pub json: Option<PathBuf>,
+}
+
 #[derive(Clone, Debug)]
 pub enum Command {
     Run(Box<RunOptions>),
     Bare(BareOptions),
+    Audit(AuditOptions),
     Help,
 }
 
@@ -260,7 +300,8 @@ impl Command {
         match self {
             Self::Run(options) => options.workers,
             Self::Bare(options) => options.workers,
-            Self::Help => 1,
+            // A few queries at a time: one thread is plenty.
+            Self::Audit(_) | Self::Help => 1,
         }
     }
 }
@@ -315,7 +356,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         None | Some("help" | "--help" | "-h") => Ok(Command::Help),
         Some("run") => parse_run(&args[1..]).map(|o| Command::Run(Box::new(o))),
         Some("bare") => parse_bare(&args[1..]).map(Command::Bare),
-        Some(other) => Err(format!("unknown command {other:?}: run, bare or help")),
+        Some("audit") => parse_audit(&args[1..]).map(Command::Audit),
+        Some(other) => Err(format!(
+            "unknown command {other:?}: run, bare, audit or help"
+        )),
     }
 }
 
@@ -420,6 +464,50 @@ fn parse_bare(args: &[String]) -> Result<BareOptions, String> {
     Ok(options)
 }
 
+fn parse_audit(args: &[String]) -> Result<AuditOptions, String> {
+    let mut database_url = None;
+    let mut options = AuditOptions {
+        database_url: String::new(),
+        db_suffix: String::new(),
+        settle: Duration::from_secs(120),
+        json: None,
+    };
+    let mut flags = Flags { args: args.iter() };
+    while let Some(flag) = flags.next_flag() {
+        let (name, inline) = flag?;
+        let mut value = || flags.value(name, inline);
+        match name {
+            "database-url" => database_url = Some(value()?.to_owned()),
+            "db-suffix" => options.db_suffix = value()?.to_owned(),
+            "settle" => options.settle = parse_duration(value()?)?,
+            "json" => options.json = Some(value()?.into()),
+            _ => return Err(format!("unknown option --{name} for audit")),
+        }
+    }
+    options.database_url =
+        database_url.ok_or_else(|| "--database-url is required for audit".to_owned())?;
+    if !options.database_url.starts_with("postgres://")
+        && !options.database_url.starts_with("postgresql://")
+    {
+        return Err(format!(
+            "--database-url {:?}: expected postgres://…",
+            options.database_url
+        ));
+    }
+    // It becomes part of database names: keep it to what needs no quoting.
+    if !options
+        .db_suffix
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(format!(
+            "--db-suffix {:?}: only a-z, 0-9 and _",
+            options.db_suffix
+        ));
+    }
+    Ok(options)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,6 +566,14 @@ mod tests {
             ("run --target mix --rate", "--rate needs a value"),
             ("run --target mix --rate 5 --connections 0", "at least 1"),
             ("launch", "launch"),
+            ("audit", "--database-url is required"),
+            ("audit --database-url mysql://x/", "postgres://"),
+            (
+                "audit --database-url postgres://h/ --db-suffix _1;drop",
+                "--db-suffix",
+            ),
+            ("audit --database-url postgres://h/ --settle soon", "soon"),
+            ("audit --database-url postgres://h/ --rate 5", "--rate"),
         ] {
             let err = parse(&args(line)).unwrap_err();
             assert!(err.contains(needle), "{line}: {err}");
@@ -491,5 +587,27 @@ mod tests {
         };
         assert_eq!(options.http.port(), 0);
         assert_eq!(options.grpc.port(), 18081);
+    }
+
+    #[test]
+    fn an_audit() {
+        let Command::Audit(options) = parse(&args(
+            "audit --database-url postgres://root@127.0.0.1:5432/ --db-suffix _300 --settle=30s",
+        ))
+        .unwrap() else {
+            panic!("not an audit");
+        };
+        assert_eq!(options.database_url, "postgres://root@127.0.0.1:5432/");
+        assert_eq!(options.db_suffix, "_300");
+        assert_eq!(options.settle, Duration::from_secs(30));
+        assert_eq!(options.json, None);
+        let Command::Audit(options) = parse(&args("audit --database-url postgres://h/")).unwrap()
+        else {
+            panic!("not an audit");
+        };
+        assert_eq!(
+            (options.db_suffix.as_str(), options.settle),
+            ("", Duration::from_secs(120))
+        );
     }
 }

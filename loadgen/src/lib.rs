@@ -6,8 +6,10 @@
 //! results are HDR percentiles, goodput and error mix per step, kind and
 //! target, with the peak memory of the platform's processes, as Markdown and
 //! JSON. `loadgen bare` is a trivial reference server to compare against.
-//! See docs/benchmarks.md ("Load generator").
+//! See docs/benchmarks.md ("Load generator"). `loadgen audit` checks, after a
+//! fault run, that the services' databases agree with each other.
 
+pub mod audit;
 pub mod bare;
 pub mod catalog;
 pub mod cli;
@@ -37,6 +39,7 @@ pub async fn execute(command: Command, args: Vec<String>) -> anyhow::Result<()> 
         Command::Bare(options) => {
             bare::main(options.http, options.grpc, options.exit_on_stdin_eof).await
         }
+        Command::Audit(options) => audit::main(&options).await,
         Command::Run(options) => {
             let report = run::run(&options, args).await?;
             run::write_outputs(&options, &report)
