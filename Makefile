@@ -22,6 +22,10 @@ lint: ## fmt check, buf lint, shellcheck, clippy -D warnings
 bench: ## benchmarks (scripts/bench.sh)
 	@bash scripts/bench.sh
 
+.PHONY: faults
+faults: ## faults under load (SIGKILLs, restarts, a Redis failover), then the books audited (scripts/faults.sh)
+	@scripts/faults.sh
+
 .PHONY: load
 load: ## open-loop stepped load with loadgen on a running PROFILE=release make run (scripts/load.sh)
 	@scripts/load.sh

@@ -23,6 +23,16 @@
 #
 # stops private ones started under .work/ (default: all of them, and any
 # service left running by an interrupted `make run`). Nothing else is touched.
+#
+#   scripts/infra.sh restart postgres|kafka|redis-1|redis-2
+#
+# stops a private one (if it still runs: a test may have killed it) and starts
+# it again on the same port with the same data (redis-1/redis-2: a data node
+# of the Sentinel set), for the fault suite.
+#
+#   SHOPMESH_PRIVATE_INFRA=1   always the private ones: ignore DATABASE_URL,
+#                              REDIS_URL, KAFKA_BROKERS and the standard ports
+#                              (the fault suite restarts them, so they must be ours)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -31,6 +41,8 @@ set -euo pipefail
 TANSU_VERSION=${TANSU_VERSION:-0.6.0}
 
 started=()
+keep_port="" # restart: the port the stopped one had, tried first by free_port
+private_only() { [[ -n "${SHOPMESH_PRIVATE_INFRA:-}" ]]; }
 emit() { printf 'export %s=%q\n' "$1" "$2"; }
 redact() { sed -E 's#(://[^:/@]*):[^@]*@#\1:***@#' <<<"$1"; }
 port_file() { printf '%s/pids/%s.port' "$WORK" "$1"; }
@@ -39,7 +51,7 @@ saved_port() { local p; p=$(cat "$(port_file "$1")" 2>/dev/null) && [[ "$p" =~ ^
 # free_port PREFERRED FALLBACK: print the first of the two nothing listens on.
 free_port() {
   local p
-  for p in "$@"; do port_open 127.0.0.1 "$p" || { printf '%s\n' "$p"; return 0; }; done
+  for p in ${keep_port:-} "$@"; do port_open 127.0.0.1 "$p" || { printf '%s\n' "$p"; return 0; }; done
   die "ports $* are all taken"
 }
 
@@ -80,7 +92,7 @@ start_private_pg() {
       if ! runuser -u postgres -- test -w "$PG_DIR"; then
         rmdir "$PG_DIR"
         local alt
-        alt="/var/tmp/shopmesh-pg-$(printf '%s' "$SHOPMESH_ROOT" | cksum | cut -d' ' -f1)"
+        alt="/var/tmp/shopmesh-pg-$(printf '%s' "$PG_DIR" | cksum | cut -d' ' -f1)"
         mkdir -p "$alt"; chown postgres: "$alt"
         ln -s "$alt" "$PG_DIR"
         info "the postgres user cannot reach $WORK; data in $alt"
@@ -101,7 +113,9 @@ start_private_pg() {
     ln -sfn "$data/postgres.log" "$log"
     log="$data/postgres.log"
   fi
-  port=$(free_port 5432 55432)
+  # The fault suite's private cluster keeps off the standard port.
+  # shellcheck disable=SC2046 # the standard port, unless SHOPMESH_PRIVATE_INFRA
+  port=$(free_port $(private_only || echo 5432) 55432 55433 55434)
   step "PostgreSQL: starting the private cluster on 127.0.0.1:$port"
   touch "$log"
   [[ $EUID -eq 0 ]] && chown postgres: "$log"
@@ -111,12 +125,21 @@ start_private_pg() {
   printf '%s\n' "$pid" >"$WORK/pids/postgres.pid"
   printf '%s\n' "$port" >"$(port_file postgres)"
   started+=(postgres)
-  ok "PostgreSQL: private cluster on 127.0.0.1:$port (pid $pid, log .work/logs/postgres.log)"
+  ok "PostgreSQL: private cluster on 127.0.0.1:$port (pid $pid, log ${WORK#"$SHOPMESH_ROOT/"}/logs/postgres.log)"
 }
 
 ensure_postgres() {
   command -v psql >/dev/null || need_apt postgresql-client
   local url=postgres://postgres@127.0.0.1:5432/postgres port
+  if private_only; then
+    if private_pg_pid >/dev/null && port=$(saved_port postgres) \
+      && pg_ok "postgres://postgres@127.0.0.1:$port/postgres"; then
+      ok "PostgreSQL: private cluster on 127.0.0.1:$port (already running)"
+    else
+      start_private_pg
+    fi
+    emit DATABASE_URL "postgres://postgres@127.0.0.1:$(saved_port postgres)/postgres"; return
+  fi
   if [[ -n "${DATABASE_URL:-}" ]]; then
     if pg_ok "$DATABASE_URL"; then
       ok "PostgreSQL: DATABASE_URL ($(redact "$DATABASE_URL"))"; emit DATABASE_URL "$DATABASE_URL"; return
@@ -194,7 +217,7 @@ redis_at() { timeout 3 redis-cli -h 127.0.0.1 -p "$1" "${@:2}" 2>/dev/null; }
 ensure_redis() {
   command -v redis-cli >/dev/null || need_apt redis-tools
   local url=redis://127.0.0.1:6379 port pid
-  if [[ -n "${REDIS_URL:-}" ]]; then
+  if [[ -n "${REDIS_URL:-}" ]] && ! private_only; then
     if redis_ok "$REDIS_URL"; then
       ok "Redis: REDIS_URL ($(redact "$REDIS_URL"))"; emit REDIS_URL "$REDIS_URL"; return
     fi
@@ -204,10 +227,11 @@ ensure_redis() {
     ok "Redis: private server on 127.0.0.1:$port (already running)"
     emit REDIS_URL "redis://127.0.0.1:$port"; return
   fi
-  if redis_ok "$url"; then ok "Redis: 127.0.0.1:6379"; emit REDIS_URL "$url"; return; fi
+  if ! private_only && redis_ok "$url"; then ok "Redis: 127.0.0.1:6379"; emit REDIS_URL "$url"; return; fi
 
   command -v redis-server >/dev/null || need_apt redis-server
-  port=$(free_port 6379 56379)
+  # shellcheck disable=SC2046 # the standard port, unless SHOPMESH_PRIVATE_INFRA
+  port=$(free_port $(private_only || echo 6379) 56379 56380 56381)
   step "Redis: starting a private server on 127.0.0.1:$port"
   mkdir -p "$WORK/redis"
   rm -f "$WORK/pids/redis.pid"
@@ -364,6 +388,22 @@ ensure_sentinel() {
   emit REDIS_URL "$url"
 }
 
+# restart_sentinel_node NODE: SIGTERM a data node of the Sentinel set (when it
+# runs) and start it again from its config, which Sentinel keeps up to date (a
+# former master comes back as a replica of the new one).
+restart_sentinel_node() {
+  local node=$1 pid port conf="$SENTINEL_DIR/$1/$1.conf"
+  port=$(saved_port "sentinel/$node") && [[ -f "$conf" ]] || die "no Sentinel set under $WORK"
+  if pid=$(sentinel_node_pid "$node"); then
+    step "Redis Sentinel: stopping $node (pid $pid)"
+    stop_pid "$pid" 30
+  fi
+  step "Redis Sentinel: starting $node on 127.0.0.1:$port"
+  redis-server "$conf" </dev/null >/dev/null 2>&1 9>&- || die "$node did not start (log: $WORK/logs/sentinel/$node.log)"
+  for _ in $(seq 1 50); do redis_ok "redis://127.0.0.1:$port" && return 0; sleep 0.1; done
+  die "$node did not answer on 127.0.0.1:$port"
+}
+
 stop_sentinel() {
   local node pid
   # Sentinels first, so stopping the master starts no failover.
@@ -414,8 +454,8 @@ brokers_ok() { # first host:port of a comma-separated list answers
 }
 
 ensure_kafka() {
-  local port pid bin data="$WORK/tansu" log="$WORK/logs/tansu.log"
-  if [[ -n "${KAFKA_BROKERS:-}" ]]; then
+  local port pid
+  if [[ -n "${KAFKA_BROKERS:-}" ]] && ! private_only; then
     if brokers_ok "$KAFKA_BROKERS"; then ok "Kafka: KAFKA_BROKERS ($KAFKA_BROKERS)"; emit KAFKA_BROKERS "$KAFKA_BROKERS"; return; fi
     warn "Kafka: KAFKA_BROKERS ($KAFKA_BROKERS) does not answer; looking further"
   fi
@@ -427,10 +467,16 @@ ensure_kafka() {
     fi
     emit KAFKA_BROKERS "127.0.0.1:$port"; return
   fi
-  if port_open 127.0.0.1 9092; then ok "Kafka: 127.0.0.1:9092"; emit KAFKA_BROKERS 127.0.0.1:9092; return; fi
+  if ! private_only && port_open 127.0.0.1 9092; then ok "Kafka: 127.0.0.1:9092"; emit KAFKA_BROKERS 127.0.0.1:9092; return; fi
+  start_kafka
+  emit KAFKA_BROKERS "127.0.0.1:$(saved_port tansu)"
+}
 
+start_kafka() {
+  local port pid bin data="$WORK/tansu" log="$WORK/logs/tansu.log"
   bin=$(tansu_bin)
-  port=$(free_port 9092 59092)
+  # shellcheck disable=SC2046 # the standard port, unless SHOPMESH_PRIVATE_INFRA
+  port=$(free_port $(private_only || echo 9092) 59092 59093 59094)
   step "Kafka: starting a private tansu broker on 127.0.0.1:$port (SQLite storage in ${data#"$SHOPMESH_ROOT/"})"
   mkdir -p "$data"
   # tansu reads a .env from its working directory or the nearest parent that
@@ -452,7 +498,6 @@ ensure_kafka() {
   wait_for_port 127.0.0.1 "$port" 60 "$pid" || { tail -n 20 "$log" >&2; die "tansu did not start (log: $log)"; }
   started+=(kafka)
   ok "Kafka: private tansu broker on 127.0.0.1:$port (pid $pid, data ${data#"$SHOPMESH_ROOT/"}/tansu.db, log ${log#"$SHOPMESH_ROOT/"})"
-  emit KAFKA_BROKERS "127.0.0.1:$port"
 }
 
 stop_kafka() {
@@ -496,6 +541,27 @@ if [[ "${1:-}" == stop ]]; then
       *) die "unknown: $what (want postgres, redis, sentinel, kafka or services)" ;;
     esac
   done
+  exit 0
+fi
+
+if [[ "${1:-}" == restart ]]; then
+  (($# == 2)) || die "usage: $0 restart postgres|kafka|redis-1|redis-2"
+  case $2 in
+    postgres)
+      keep_port=$(saved_port postgres) || die "no private PostgreSQL was started under $WORK"
+      stop_postgres
+      start_private_pg
+      ;;
+    kafka)
+      keep_port=$(saved_port tansu) || die "no private tansu was started under $WORK"
+      stop_kafka
+      start_kafka
+      ;;
+    redis-1 | redis-2)
+      restart_sentinel_node "$2"
+      ;;
+    *) die "usage: $0 restart postgres|kafka|redis-1|redis-2" ;;
+  esac
   exit 0
 fi
 

@@ -3,14 +3,15 @@
 #   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 #
 # Sets SHOPMESH_ROOT (repo root) and WORK (= $SHOPMESH_ROOT/.work, private data,
-# logs and pid files) and puts the places pip and cargo install binaries on PATH.
+# logs and pid files; SHOPMESH_WORK chooses another, e.g. the fault suite's own)
+# and puts the places pip and cargo install binaries on PATH.
 
 if [[ -n "${_SHOPMESH_LIB_LOADED:-}" ]]; then return 0; fi
 _SHOPMESH_LIB_LOADED=1
 
 # --- repo root ---------------------------------------------------------------
 SHOPMESH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
-WORK="$SHOPMESH_ROOT/.work"
+WORK="${SHOPMESH_WORK:-$SHOPMESH_ROOT/.work}"
 export SHOPMESH_ROOT WORK
 mkdir -p "$WORK/logs" "$WORK/pids"
 

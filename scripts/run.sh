@@ -10,6 +10,9 @@
 #                              databases shop_<name>_100 (a second stack)
 #   SKIP_BUILD=1               run the binaries already in target/<profile>/
 #   HEALTH_TIMEOUT=90          seconds each process may take to get ready
+#   RESTART=on-failure         restart a process that exits by itself (after 1 s,
+#                              as Kubernetes would) instead of stopping them all;
+#                              the fault suite (scripts/faults.sh) kills them
 #   DATABASE_URL, REDIS_URL, KAFKA_BROKERS, RUST_LOG: see scripts/infra.sh
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -19,6 +22,7 @@ cd "$SHOPMESH_ROOT"
 OFFSET=${SHOPMESH_PORT_OFFSET:-0}
 [[ "$OFFSET" =~ ^[0-9]+$ ]] || die "SHOPMESH_PORT_OFFSET must be a number, got '$OFFSET'"
 HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-90}
+case "${RESTART:-no}" in no | on-failure) ;; *) die "RESTART must be no or on-failure, got '$RESTART'" ;; esac
 case "${PROFILE:-debug}" in
   release) build_flags=(--release) profile_dir=release ;;
   debug | dev) build_flags=() profile_dir=debug ;;
@@ -42,7 +46,7 @@ LOGS_SHOWN=${LOGS#"$SHOPMESH_ROOT/"}
 
 # ------------------------------------------------------------- stopping ---
 unset SHOPMESH_INFRA_STARTED # set by infra.sh below: the private ones this run started
-pids=() names=()
+pids=() names=() envs=()
 cleaned=""
 cleanup() {
   [[ -z "$cleaned" ]] || return 0
@@ -91,12 +95,22 @@ fail() {
 # start NAME VAR=VALUE...: run target/<profile>/NAME in the background, in its
 # own session (Ctrl-C reaches only this script, which then sends SIGTERM).
 start() {
-  local name=$1 log="$LOGS/$1.log"
+  local name=$1
   shift
   [[ -x "$BIN_DIR/$name" ]] || die "$BIN_DIR/$name was not built"
-  (exec env "$@" setsid "$BIN_DIR/$name") </dev/null >"$log" 2>&1 &
-  pids+=("$!")
   names+=("$name")
+  envs+=("$(printf '%q ' "$@")")
+  pids+=("")
+  : >"$LOGS/$name.log" # a fresh log per run; a restart appends
+  spawn $((${#names[@]} - 1))
+}
+
+# spawn I: (re)start process I of names/envs, appending to its log.
+spawn() {
+  local i=$1 name=${names[$1]}
+  eval "set -- ${envs[$i]}"
+  (exec env "$@" setsid "$BIN_DIR/$name") </dev/null >>"$LOGS/$name.log" 2>&1 &
+  pids[i]=$!
   printf '%s\n' "$!" >"$PIDS/$name.pid"
 }
 
@@ -200,14 +214,20 @@ ${_c_bold}shopmesh is running.${_c_off}
 EOF
 
 # ------------------------------------------------------------------ wait ---
-# Until Ctrl-C/SIGTERM (the traps exit), or until one of them exits by itself.
+# Until Ctrl-C/SIGTERM (the traps exit), or until one of them exits by itself:
+# then stop everything, or with RESTART=on-failure start that one again.
 while :; do
   wait -n "${pids[@]}" || true
   for i in "${!pids[@]}"; do
-    if ! kill -0 "${pids[$i]}" 2>/dev/null; then
-      err "${names[$i]} (pid ${pids[$i]}) exited unexpectedly; last lines of $LOGS_SHOWN/${names[$i]}.log:"
-      tail -n 30 "$LOGS/${names[$i]}.log" 2>/dev/null | sed 's/^/      /' >&2 || true
-      exit 1
+    kill -0 "${pids[$i]}" 2>/dev/null && continue
+    if [[ "${RESTART:-no}" == on-failure ]]; then
+      warn "${names[$i]} (pid ${pids[$i]}) exited; restarting it in 1 s"
+      sleep 1
+      spawn "$i"
+      continue
     fi
+    err "${names[$i]} (pid ${pids[$i]}) exited unexpectedly; last lines of $LOGS_SHOWN/${names[$i]}.log:"
+    tail -n 30 "$LOGS/${names[$i]}.log" 2>/dev/null | sed 's/^/      /' >&2 || true
+    exit 1
   done
 done
