@@ -423,7 +423,15 @@ async fn call(
     let call = state
         .upstreams
         .unary(&route.upstream, &route.grpc_path, grpc_request, output);
+    let started = std::time::Instant::now();
     let result = match tokio::time::timeout(state.timeout, call).await {
+        // tonic's client enforces the same grpc-timeout and answers CANCELLED
+        // ("Timeout expired") when its timer fires first: that is the deadline too.
+        Ok(Err(status))
+            if status.code() == tonic::Code::Cancelled && started.elapsed() >= state.timeout =>
+        {
+            Err(tonic::Status::deadline_exceeded("gateway timeout"))
+        }
         Ok(result) => result,
         Err(_) => Err(tonic::Status::deadline_exceeded("gateway timeout")),
     };
