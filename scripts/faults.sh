@@ -59,13 +59,17 @@ SETTLE=${FAULTS_SETTLE:-180s}
 [[ "$RATE" =~ ^[0-9]+$ && "$GAP" =~ ^[0-9]+$ ]] || die "FAULTS_RATE and FAULTS_GAP must be whole numbers"
 
 OFFSET=500
+# gRPC ports from 20551, below the kernel's ephemeral range (32768 up): at
+# 50551 a busy machine's outgoing connections sometimes held one ("Address
+# already in use"). HTTP and metrics ports (8580, 9600…) are below it already.
+export SHOPMESH_GRPC_BASE=20051
 HTTP="http://127.0.0.1:$((8080 + OFFSET))"
 PIDS="$WORK/pids/offset-$OFFSET"
-# gRPC port of a service: docs/conventions.md (auth 50051 … recommendation 50059)
+# gRPC port of a service, as run.sh gives it (auth first … recommendation last)
 grpc_addr() {
   local i=0 s
   for s in auth user product inventory cart order payment notification recommendation; do
-    [[ $s == "$1" ]] && { printf '127.0.0.1:%s\n' $((50051 + i + OFFSET)); return; }
+    [[ $s == "$1" ]] && { printf '127.0.0.1:%s\n' $((SHOPMESH_GRPC_BASE + i + OFFSET)); return; }
     i=$((i + 1))
   done
   die "no service $1"

@@ -8,6 +8,9 @@
 #   PROFILE=release            build and run release binaries (default: debug)
 #   SHOPMESH_PORT_OFFSET=100   add 100 to every service/gateway port, and use
 #                              databases shop_<name>_100 (a second stack)
+#   SHOPMESH_GRPC_BASE=50051   svc-auth's gRPC port; the others follow (the fault
+#                              suite moves them below the kernel's ephemeral
+#                              range, where no outgoing connection can hold one)
 #   SKIP_BUILD=1               run the binaries already in target/<profile>/
 #   HEALTH_TIMEOUT=90          seconds each process may take to get ready
 #   RESTART=on-failure         restart a process that exits by itself (after 1 s,
@@ -32,7 +35,9 @@ BIN_DIR="${CARGO_TARGET_DIR:-$SHOPMESH_ROOT/target}/$profile_dir"
 
 # name, gRPC port, metrics port: docs/conventions.md
 SERVICES=(auth user product inventory cart order payment notification recommendation)
-grpc_port() { echo $((50051 + $1 + OFFSET)); }
+GRPC_BASE=${SHOPMESH_GRPC_BASE:-50051}
+[[ "$GRPC_BASE" =~ ^[0-9]+$ ]] || die "SHOPMESH_GRPC_BASE must be a number, got '$GRPC_BASE'"
+grpc_port() { echo $((GRPC_BASE + $1 + OFFSET)); }
 metrics_port() { echo $((9101 + $1 + OFFSET)); }
 HTTP_PORT=$((8080 + OFFSET))
 GW_METRICS_PORT=$((9100 + OFFSET))
