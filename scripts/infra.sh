@@ -131,16 +131,7 @@ start_private_pg() {
 ensure_postgres() {
   command -v psql >/dev/null || need_apt postgresql-client
   local url=postgres://postgres@127.0.0.1:5432/postgres port
-  if private_only; then
-    if private_pg_pid >/dev/null && port=$(saved_port postgres) \
-      && pg_ok "postgres://postgres@127.0.0.1:$port/postgres"; then
-      ok "PostgreSQL: private cluster on 127.0.0.1:$port (already running)"
-    else
-      start_private_pg
-    fi
-    emit DATABASE_URL "postgres://postgres@127.0.0.1:$(saved_port postgres)/postgres"; return
-  fi
-  if [[ -n "${DATABASE_URL:-}" ]]; then
+  if [[ -n "${DATABASE_URL:-}" ]] && ! private_only; then
     if pg_ok "$DATABASE_URL"; then
       ok "PostgreSQL: DATABASE_URL ($(redact "$DATABASE_URL"))"; emit DATABASE_URL "$DATABASE_URL"; return
     fi
@@ -151,6 +142,10 @@ ensure_postgres() {
     && pg_ok "postgres://postgres@127.0.0.1:$port/postgres"; then
     ok "PostgreSQL: private cluster on 127.0.0.1:$port (already running)"
     emit DATABASE_URL "postgres://postgres@127.0.0.1:$port/postgres"; return
+  fi
+  if private_only; then
+    start_private_pg
+    emit DATABASE_URL "postgres://postgres@127.0.0.1:$(saved_port postgres)/postgres"; return
   fi
   if pg_ok "$url"; then ok "PostgreSQL: 127.0.0.1:5432"; emit DATABASE_URL "$url"; return; fi
 

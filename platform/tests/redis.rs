@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use shopmesh_platform::settings::{RedisSettings, Secret};
+use shopmesh_platform::testing::free_port;
 
 struct Server {
     port: u16,
@@ -42,14 +43,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn connect(port: u16) -> Client {

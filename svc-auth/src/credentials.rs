@@ -146,7 +146,7 @@ pub fn check_display_name(raw: &str) -> Result<String, &'static str> {
 /// a pool of at most one buffer per permit, allocated once and reused.
 #[derive(Clone)]
 pub struct PasswordHasher {
-    params: Params,
+    argon2: Argon2<'static>,
     permits: Arc<Semaphore>,
     memory: Arc<MemoryPool>,
 }
@@ -162,7 +162,7 @@ impl PasswordHasher {
         .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
-            params,
+            argon2: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
             permits: Arc::new(Semaphore::new(cores)),
             memory: Arc::default(),
         })
@@ -173,12 +173,11 @@ impl PasswordHasher {
         let mut salt = [0u8; 16];
         OsRng.fill_bytes(&mut salt);
         let password = password.to_owned();
-        let params = self.params.clone();
+        let argon2 = self.argon2.clone();
         let memory = Arc::clone(&self.memory);
         self.blocking(move || {
             let salt_string =
                 SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
-            let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
             let output = memory.compute(
                 &argon2,
                 password.as_bytes(),
@@ -188,7 +187,7 @@ impl PasswordHasher {
             let phc = PasswordHash {
                 algorithm: Algorithm::Argon2id.ident(),
                 version: Some(Version::V0x13.into()),
-                params: ParamsString::try_from(&params)
+                params: ParamsString::try_from(argon2.params())
                     .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?,
                 salt: Some(salt_string.as_salt()),
                 hash: Some(output),
@@ -355,7 +354,7 @@ mod tests {
     async fn pooled_memory_gives_the_reference_implementations_hashes() {
         use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
         let hasher = PasswordHasher::new().unwrap();
-        let reference = Argon2::new(Algorithm::Argon2id, Version::V0x13, hasher.params.clone());
+        let reference = hasher.argon2.clone();
         // Several rounds, so that reused (dirty) buffers are exercised both ways.
         for round in 0..3 {
             let password = format!("correct horse battery {round}");
