@@ -15,11 +15,12 @@
 # loadgen/src/audit.rs lists the invariants) or fails naming what is wrong.
 #
 #   scripts/faults.sh           every fault (make faults), about 6 minutes
-#   scripts/faults.sh quick     the fast slice `make test` runs: SIGKILL svc-payment
-#                               and svc-inventory mid-checkout, restart the broker
+#   scripts/faults.sh quick     the fast slice `make test` runs: SIGKILL svc-order,
+#                               svc-payment and svc-inventory mid-checkout, restart
+#                               the broker
 #
 # Faults (the quick slice is marked *):
-#   SIGKILL svc-order, * SIGKILL svc-payment, * SIGKILL svc-inventory: run.sh
+#   * SIGKILL svc-order, * SIGKILL svc-payment, * SIGKILL svc-inventory: run.sh
 #     starts them again after 1 s, as Kubernetes would
 #   restart PostgreSQL (fast shutdown: every connection is cut)
 #   restart the Redis master (SIGTERM, started again at once)
@@ -33,6 +34,9 @@
 #   FAULTS_GAP=12        seconds of load between two faults
 #   FAULTS_SETTLE=180s   how long the audit waits for the books to settle
 #   FAULTS_KEEP=1        leave the world running afterwards, to look around
+#   FAULTS="kill:order restart:kafka"   these faults instead (names as below:
+#                        kill:order|payment|inventory, restart:postgres|redis-master|kafka,
+#                        failover:redis)
 #
 # Results: .work/faults/results/<time>.md (and loadgen's JSON beside it).
 set -euo pipefail
@@ -161,11 +165,19 @@ ok "probe shopper signed in, one item in its cart"
 
 # ------------------------------------------------------------ the load ---
 faults=()
-if [[ $mode == quick ]]; then
-  faults=(kill:payment kill:inventory restart:kafka)
+if [[ -n ${FAULTS:-} ]]; then
+  read -r -a faults <<<"$FAULTS"
+elif [[ $mode == quick ]]; then
+  faults=(kill:order kill:payment kill:inventory restart:kafka)
 else
   faults=(kill:order kill:payment kill:inventory restart:postgres restart:redis-master restart:kafka failover:redis)
 fi
+for fault in "${faults[@]}"; do
+  case $fault in
+    kill:order | kill:payment | kill:inventory | restart:postgres | restart:redis-master | restart:kafka | failover:redis) ;;
+    *) die "unknown fault '$fault' in FAULTS" ;;
+  esac
+done
 lead=15
 duration=$((lead + ${#faults[@]} * GAP + 10))
 loadgen="$BIN_DIR/loadgen"

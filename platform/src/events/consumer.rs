@@ -176,18 +176,48 @@ impl<H: EventHandler> EventConsumer<H> {
     /// Consumes until `shutdown` is cancelled. The message in flight is
     /// finished (applied and committed) first; retries still pending are
     /// abandoned without committing, so the message is delivered again.
+    ///
+    /// A group that stalls — this member holds no partition while a partition
+    /// of its topics has work waiting and nobody commits for
+    /// [`STALL_AFTER`] — is left and joined again with a new consumer: the
+    /// leave makes the broker form the group afresh. (A Kafka-protocol broker
+    /// can leave a member that restarted after a crash with no partition and
+    /// no rebalance to follow: tansu 0.6 does, docs/events.md.)
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), EventsError> {
+        let producer = kafka::producer(&self.settings, Duration::from_secs(30))?;
+        loop {
+            let stalled = CancellationToken::new();
+            self.consume(&producer, &shutdown, &stalled).await?;
+            if shutdown.is_cancelled() || !stalled.is_cancelled() {
+                return Ok(());
+            }
+            metrics::counter!("kafka_consumer_rejoins_total", "group" => self.group.clone())
+                .increment(1);
+            tracing::error!(group = %self.group, topics = ?self.topics,
+                "consumer group stalled: no partition here and nobody consuming; leaving and joining again");
+        }
+    }
+
+    /// One consumer's life: subscribe, consume until `shutdown` or `stalled`,
+    /// close (which leaves the group).
+    async fn consume(
+        &self,
+        producer: &FutureProducer,
+        shutdown: &CancellationToken,
+        stalled: &CancellationToken,
+    ) -> Result<(), EventsError> {
         let consumer = Arc::new(kafka::consumer(&self.settings, &self.group)?);
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
-        let producer = kafka::producer(&self.settings, Duration::from_secs(30))?;
         let maintenance = tokio::spawn(maintain(
             consumer.clone(),
             self.pool.clone(),
             self.group.clone(),
+            self.topics.clone(),
             self.lag_interval,
             self.inbox_retention,
             shutdown.clone(),
+            stalled.clone(),
         ));
         tracing::info!(group = %self.group, topics = ?self.topics, "event consumer started");
         let mut last_commit: Option<TopicPartitionList> = None;
@@ -195,6 +225,7 @@ impl<H: EventHandler> EventConsumer<H> {
             let received = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                () = stalled.cancelled() => break,
                 received = consumer.recv() => received.map(|m| m.detach()),
             };
             let message = match received {
@@ -207,7 +238,7 @@ impl<H: EventHandler> EventConsumer<H> {
                     }
                 }
             };
-            let outcome = self.process(&producer, &message, &shutdown).await;
+            let outcome = self.process(producer, &message, shutdown).await;
             let result = match outcome {
                 Outcome::Interrupted => break,
                 Outcome::Applied => "applied",
@@ -237,6 +268,10 @@ impl<H: EventHandler> EventConsumer<H> {
             tracing::warn!(group = %self.group, error = %err, "final offset commit failed");
         }
         maintenance.abort();
+        // Its clone of the consumer is gone once it has ended; dropping the
+        // last one closes the consumer, which leaves the group.
+        let _ = maintenance.await;
+        drop(consumer);
         tracing::info!(group = %self.group, "event consumer stopped");
         Ok(())
     }
@@ -435,28 +470,54 @@ fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
         .min(max)
 }
 
-/// Periodically: the lag gauge, and pruning of old inbox rows.
+/// How long this member may hold no partition while the group's work waits
+/// and nobody commits before it leaves and joins again: twice the session
+/// timeout, so a member that died without leaving has been dropped by then.
+pub const STALL_AFTER: Duration = Duration::from_secs(20);
+
+/// Periodically: the lag gauge, the stall watch, and pruning of old inbox rows.
+#[allow(clippy::too_many_arguments)]
 async fn maintain(
     consumer: Arc<StreamConsumer>,
     pool: PgPool,
     group: String,
+    topics: Vec<String>,
     lag_interval: Duration,
     inbox_retention: Duration,
     shutdown: CancellationToken,
+    stalled: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(lag_interval);
+    let mut tick = tokio::time::interval(lag_interval.min(STALL_AFTER / 2));
+    let mut last_lag: Option<std::time::Instant> = None;
     let mut last_prune: Option<std::time::Instant> = None;
+    let mut watch = StallWatch::default();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let (consumer_for_lag, group_for_lag) = (consumer.clone(), group.clone());
-        let lag =
-            tokio::task::spawn_blocking(move || consumer_lag(&consumer_for_lag, &group_for_lag))
-                .await;
-        if let Ok(Err(err)) = lag {
-            tracing::debug!(%group, error = %err, "cannot measure consumer lag");
+        let measure_lag = last_lag.is_none_or(|at| at.elapsed() >= lag_interval);
+        let (consumer_now, group_now, topics_now) =
+            (consumer.clone(), group.clone(), topics.clone());
+        let looked = tokio::task::spawn_blocking(move || {
+            if measure_lag && let Err(err) = consumer_lag(&consumer_now, &group_now) {
+                tracing::debug!(group = %group_now, error = %err, "cannot measure consumer lag");
+            }
+            waiting_work(&consumer_now, &topics_now)
+        })
+        .await;
+        if measure_lag {
+            last_lag = Some(std::time::Instant::now());
+        }
+        match looked {
+            Ok(Ok(waiting)) => {
+                if watch.observe(std::time::Instant::now(), waiting) {
+                    stalled.cancel();
+                    return;
+                }
+            }
+            Ok(Err(err)) => tracing::debug!(%group, error = %err, "cannot look for waiting work"),
+            Err(_) => {}
         }
         if last_prune.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600)) {
             last_prune = Some(std::time::Instant::now());
@@ -470,6 +531,75 @@ async fn maintain(
             .await;
             if let Err(err) = pruned {
                 tracing::warn!(%group, error = %err, "cannot prune the inbox");
+            }
+        }
+    }
+}
+
+/// The group's committed offset of each partition of `topics` that has
+/// records beyond it, when this member holds no partition (`None` when it
+/// holds some: then it is doing the work itself).
+fn waiting_work(
+    consumer: &StreamConsumer,
+    topics: &[String],
+) -> Result<Option<Vec<(String, i32, i64)>>, rdkafka::error::KafkaError> {
+    if consumer.assignment()?.count() > 0 {
+        return Ok(None);
+    }
+    let timeout = Timeout::After(Duration::from_secs(5));
+    let mut partitions = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        for found in metadata.topics() {
+            for partition in found.partitions() {
+                partitions.add_partition(found.name(), partition.id());
+            }
+        }
+    }
+    let committed = consumer.committed_offsets(partitions, timeout)?;
+    let mut waiting = Vec::new();
+    for element in committed.elements() {
+        let (topic, partition) = (element.topic(), element.partition());
+        let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
+        let at = match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => low,
+        };
+        if at < high {
+            waiting.push((topic.to_owned(), partition, at));
+        }
+    }
+    Ok(Some(waiting))
+}
+
+/// Decides when a group has stalled: this member held no partition, and the
+/// same work waited at the same committed offsets, for [`STALL_AFTER`].
+#[derive(Debug, Default)]
+struct StallWatch {
+    since: Option<(std::time::Instant, Vec<(String, i32, i64)>)>,
+}
+
+impl StallWatch {
+    /// Takes one look ([`waiting_work`]); true when the group has stalled.
+    fn observe(
+        &mut self,
+        now: std::time::Instant,
+        waiting: Option<Vec<(String, i32, i64)>>,
+    ) -> bool {
+        match waiting {
+            Some(waiting) if !waiting.is_empty() => match &self.since {
+                Some((since, seen)) if *seen == waiting => {
+                    now.duration_since(*since) >= STALL_AFTER
+                }
+                _ => {
+                    self.since = Some((now, waiting));
+                    false
+                }
+            },
+            // Partitions here, or nothing waiting: not stalled.
+            _ => {
+                self.since = None;
+                false
             }
         }
     }
@@ -516,6 +646,36 @@ mod tests {
         assert_eq!(backoff(initial, max, 4), Duration::from_millis(800));
         assert_eq!(backoff(initial, max, 5), max);
         assert_eq!(backoff(initial, max, 100), max);
+    }
+
+    #[test]
+    fn a_group_stalls_when_the_same_work_waits_with_no_partition_here() {
+        let start = std::time::Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let waiting = |offset: i64| Some(vec![("shop.payment.events".to_owned(), 0, offset)]);
+        let mut watch = StallWatch::default();
+        assert!(!watch.observe(at(0), waiting(7)));
+        assert!(!watch.observe(at(10), waiting(7)));
+        assert!(
+            watch.observe(at(20), waiting(7)),
+            "20 s at the same offsets"
+        );
+
+        // Somebody else commits: the group is working, only not here.
+        let mut watch = StallWatch::default();
+        assert!(!watch.observe(at(0), waiting(7)));
+        assert!(!watch.observe(at(10), waiting(9)));
+        assert!(!watch.observe(at(20), waiting(9)));
+        assert!(watch.observe(at(30), waiting(9)));
+
+        // A partition here, or nothing waiting, starts the watch afresh.
+        for interruption in [None, Some(Vec::new())] {
+            let mut watch = StallWatch::default();
+            assert!(!watch.observe(at(0), waiting(7)));
+            assert!(!watch.observe(at(10), interruption));
+            assert!(!watch.observe(at(20), waiting(7)));
+            assert!(!watch.observe(at(30), waiting(7)));
+        }
     }
 
     #[test]
