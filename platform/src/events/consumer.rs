@@ -536,13 +536,17 @@ async fn maintain(
     }
 }
 
+/// Partitions with records waiting beyond the group's committed offset:
+/// (topic, partition, committed offset).
+type WaitingWork = Vec<(String, i32, i64)>;
+
 /// The group's committed offset of each partition of `topics` that has
 /// records beyond it, when this member holds no partition (`None` when it
 /// holds some: then it is doing the work itself).
 fn waiting_work(
     consumer: &StreamConsumer,
     topics: &[String],
-) -> Result<Option<Vec<(String, i32, i64)>>, rdkafka::error::KafkaError> {
+) -> Result<Option<WaitingWork>, rdkafka::error::KafkaError> {
     if consumer.assignment()?.count() > 0 {
         return Ok(None);
     }
@@ -576,16 +580,12 @@ fn waiting_work(
 /// same work waited at the same committed offsets, for [`STALL_AFTER`].
 #[derive(Debug, Default)]
 struct StallWatch {
-    since: Option<(std::time::Instant, Vec<(String, i32, i64)>)>,
+    since: Option<(std::time::Instant, WaitingWork)>,
 }
 
 impl StallWatch {
     /// Takes one look ([`waiting_work`]); true when the group has stalled.
-    fn observe(
-        &mut self,
-        now: std::time::Instant,
-        waiting: Option<Vec<(String, i32, i64)>>,
-    ) -> bool {
+    fn observe(&mut self, now: std::time::Instant, waiting: Option<WaitingWork>) -> bool {
         match waiting {
             Some(waiting) if !waiting.is_empty() => match &self.since {
                 Some((since, seen)) if *seen == waiting => {
