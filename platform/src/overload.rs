@@ -8,8 +8,14 @@
 //! * **work in flight** — at most `OVERLOAD_MAX_IN_FLIGHT` requests being
 //!   handled at once. This bounds memory and every queue behind the server (the
 //!   database pool's waiters, Redis commands, upstream calls) whatever the
-//!   offered load, and answers for the stalls a CPU signal cannot see (a slow
-//!   database).
+//!   offered load. Within it an adaptive limit answers for the queues a CPU
+//!   signal cannot see (work waiting on Redis, a database, another service):
+//!   every 100 ms the least time a request took to be served (a queue that
+//!   stands, as below) is compared with the least seen over the last 30 s.
+//!   While it exceeds that baseline by more than `OVERLOAD_QUEUE_TARGET_MS`,
+//!   the limit is cut in proportion (at most halved each time); while the
+//!   limit is in use and no queue stands, it grows by a sixteenth. The requests
+//!   in flight settle where the work behind the server keeps up without a queue.
 //! * **CPU** — a probe task sleeps a few milliseconds at a time and measures how
 //!   late the runtime wakes it. When this process cannot get the CPU to run what
 //!   is ready, every task is late by about as much, requests included: the
@@ -49,6 +55,13 @@ const STANDING_SAMPLES: usize = 4;
 const LAG_MIN_IN_FLIGHT: usize = 16;
 /// How often the probe publishes its gauges.
 const GAUGE_EVERY: u32 = 100;
+/// Probe samples per adaptive-limit interval (100 ms).
+const LIMIT_EVERY: u32 = 50;
+/// Served requests an interval needs before its latency says anything.
+const LIMIT_MIN_SERVED: u64 = 16;
+/// Intervals per baseline slot (1 s), and slots kept (30 s).
+const BASELINE_SLOT_INTERVALS: u32 = 10;
+const BASELINE_SLOTS: usize = 30;
 
 /// Overload settings, from the environment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +75,10 @@ pub struct OverloadSettings {
     /// `OVERLOAD_LAG_TARGET_MS` (default 5; 0 turns the CPU limit off): the
     /// runtime lateness above which fewer new requests are admitted.
     pub lag_target: Duration,
+    /// `OVERLOAD_QUEUE_TARGET_MS` (default 2; 0 keeps the in-flight limit at
+    /// `max_in_flight`): the standing queueing time behind the server, over
+    /// the least service time seen, above which the in-flight limit shrinks.
+    pub queue_target: Duration,
     /// `GRPC_MAX_CONCURRENT_STREAMS` (default 256): HTTP/2 streams a client may
     /// open on one connection (gRPC servers); more wait in the client.
     pub max_concurrent_streams: u32,
@@ -72,6 +89,9 @@ impl Default for OverloadSettings {
         Self {
             max_in_flight: 256,
             lag_target: Duration::from_millis(5),
+            // 5 let the gateway's product reads at twice their capacity reach a
+            // p99 of 53 ms; 2 held it at 32 ms (docs/benchmarks.md).
+            queue_target: Duration::from_millis(2),
             max_concurrent_streams: 256,
         }
     }
@@ -86,6 +106,11 @@ impl OverloadSettings {
             1..=1_000_000,
         )?;
         let lag_ms: u64 = env.within("OVERLOAD_LAG_TARGET_MS", 5, 0..=10_000)?;
+        let queue_ms: u64 = env.within(
+            "OVERLOAD_QUEUE_TARGET_MS",
+            defaults.queue_target.as_millis() as u64,
+            0..=60_000,
+        )?;
         let max_concurrent_streams: u32 = env.within(
             "GRPC_MAX_CONCURRENT_STREAMS",
             defaults.max_concurrent_streams,
@@ -94,6 +119,7 @@ impl OverloadSettings {
         Ok(Self {
             max_in_flight,
             lag_target: Duration::from_millis(lag_ms),
+            queue_target: Duration::from_millis(queue_ms),
             max_concurrent_streams,
         })
     }
@@ -102,7 +128,7 @@ impl OverloadSettings {
 /// Why a request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// `max_in_flight` requests are already being handled.
+    /// As many requests as the in-flight limit allows are being handled.
     InFlight,
     /// The runtime is late: the CPU is saturated.
     Lag,
@@ -126,9 +152,16 @@ pub struct Admission {
 #[derive(Debug)]
 struct Inner {
     server: &'static str,
-    max_in_flight: usize,
     lag_target: Duration,
     in_flight: AtomicUsize,
+    /// The in-flight limit now, at most `max_in_flight` (see [`Limit`]).
+    limit: AtomicUsize,
+    /// The most requests in flight at once since the probe last looked.
+    peak_in_flight: AtomicUsize,
+    /// Requests served since the probe last looked, and the least time one took
+    /// (nanoseconds; `u64::MAX` when none).
+    served: AtomicU64,
+    least_service_ns: AtomicU64,
     /// The admitted share of new requests, out of [`ADMIT_ALL`].
     admit: AtomicU32,
     /// Numbers the requests for the even spread of refusals.
@@ -149,9 +182,12 @@ impl Admission {
         let shed = |reason: Refusal| metrics::counter!("overload_shed_total", "server" => server, "reason" => reason.as_str());
         let inner = Arc::new(Inner {
             server,
-            max_in_flight: settings.max_in_flight,
             lag_target: settings.lag_target,
             in_flight: AtomicUsize::new(0),
+            limit: AtomicUsize::new(settings.max_in_flight),
+            peak_in_flight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            least_service_ns: AtomicU64::new(u64::MAX),
             admit: AtomicU32::new(ADMIT_ALL),
             ticket: AtomicU64::new(0),
             shed_in_flight: shed(Refusal::InFlight),
@@ -159,8 +195,10 @@ impl Admission {
             in_flight_log: LogThrottle::default(),
             lag_log: LogThrottle::default(),
         });
-        if !settings.lag_target.is_zero() {
-            tokio::spawn(probe(Arc::downgrade(&inner)));
+        let limit = (!settings.queue_target.is_zero())
+            .then(|| Limit::new(settings.max_in_flight, settings.queue_target));
+        if !settings.lag_target.is_zero() || limit.is_some() {
+            tokio::spawn(probe(Arc::downgrade(&inner), limit));
         }
         Self { inner }
     }
@@ -179,18 +217,27 @@ impl Admission {
             }
         }
         let previous = inner.in_flight.fetch_add(1, Ordering::AcqRel);
-        if previous >= inner.max_in_flight {
+        if previous >= inner.limit.load(Ordering::Relaxed) {
             inner.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(self.refuse(Refusal::InFlight));
         }
+        inner
+            .peak_in_flight
+            .fetch_max(previous + 1, Ordering::Relaxed);
         Ok(Permit {
             inner: Arc::clone(inner),
+            admitted: Instant::now(),
         })
     }
 
     /// Requests being handled now.
     pub fn in_flight(&self) -> usize {
         self.inner.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The in-flight limit now.
+    pub fn limit(&self) -> usize {
+        self.inner.limit.load(Ordering::Relaxed)
     }
 
     /// The share of new requests admitted now, 0.0–1.0.
@@ -211,6 +258,7 @@ impl Admission {
                 reason = refusal.as_str(),
                 refused,
                 in_flight = inner.in_flight.load(Ordering::Relaxed),
+                limit = inner.limit.load(Ordering::Relaxed),
                 admitted_share =
                     f64::from(inner.admit.load(Ordering::Relaxed)) / f64::from(ADMIT_ALL),
                 "overloaded: refusing requests"
@@ -224,16 +272,86 @@ impl Admission {
 #[derive(Debug)]
 pub struct Permit {
     inner: Arc<Inner>,
+    admitted: Instant,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let inner = &self.inner;
+        inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let took = u64::try_from(self.admitted.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        inner.least_service_ns.fetch_min(took, Ordering::Relaxed);
+        inner.served.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// Measures the runtime's lateness and steers the admitted share (AIMD).
-async fn probe(inner: Weak<Inner>) {
+/// What the requests of one interval showed.
+#[derive(Clone, Copy, Debug)]
+struct Interval {
+    served: u64,
+    /// The least time one of them took: the queue that stood all interval.
+    least: Duration,
+    /// The most in flight at once.
+    peak_in_flight: usize,
+}
+
+/// The adaptive in-flight limit: shrinks while a queue stands behind the
+/// server, grows while the limit is in use and none does (module docs).
+#[derive(Debug)]
+struct Limit {
+    max: usize,
+    floor: usize,
+    target: Duration,
+    now: usize,
+    /// The least service time of each of the last [`BASELINE_SLOTS`] seconds
+    /// (`None`: no interval of that second said anything).
+    slots: [Option<Duration>; BASELINE_SLOTS],
+    intervals: u32,
+}
+
+impl Limit {
+    fn new(max: usize, target: Duration) -> Self {
+        Self {
+            max,
+            floor: LAG_MIN_IN_FLIGHT.min(max),
+            target,
+            now: max,
+            slots: [None; BASELINE_SLOTS],
+            intervals: 0,
+        }
+    }
+
+    /// The limit after `interval`.
+    fn next(&mut self, interval: Interval) -> usize {
+        let slot = (self.intervals / BASELINE_SLOT_INTERVALS) as usize % BASELINE_SLOTS;
+        if self.intervals.is_multiple_of(BASELINE_SLOT_INTERVALS) {
+            self.slots[slot] = None;
+        }
+        self.intervals = self.intervals.wrapping_add(1);
+        if interval.served < LIMIT_MIN_SERVED {
+            return self.now;
+        }
+        let least = interval.least;
+        self.slots[slot] = Some(self.slots[slot].map_or(least, |s| s.min(least)));
+        let baseline = self.slots.iter().flatten().min().copied().unwrap_or(least);
+        let bearable = baseline + self.target;
+        self.now = if least > bearable {
+            // Cut in proportion to the excess: a queue twice the bearable
+            // halves the limit at once instead of in several steps.
+            let keep = (bearable.as_secs_f64() / least.as_secs_f64()).max(0.5);
+            ((self.now as f64 * keep) as usize).max(self.floor)
+        } else if interval.peak_in_flight * 2 >= self.now {
+            (self.now + self.now / 16 + 1).min(self.max)
+        } else {
+            self.now
+        };
+        self.now
+    }
+}
+
+/// Measures the runtime's lateness and steers the admitted share (AIMD); every
+/// [`LIMIT_EVERY`] samples, steers the in-flight limit.
+async fn probe(inner: Weak<Inner>, mut limit: Option<Limit>) {
     let mut samples = 0u32;
     let mut lag_ewma = 0.0f64;
     let mut recent = [Duration::ZERO; STANDING_SAMPLES];
@@ -251,7 +369,9 @@ async fn probe(inner: Weak<Inner>) {
         // process on the node, a build on a laptop), and refusing our few
         // requests would not give it back.
         let busy = inner.in_flight.load(Ordering::Relaxed) >= LAG_MIN_IN_FLIGHT;
-        let next = if busy && standing > inner.lag_target {
+        let next = if inner.lag_target.is_zero() {
+            ADMIT_ALL
+        } else if busy && standing > inner.lag_target {
             (admit - admit / 8).max(ADMIT_FLOOR)
         } else {
             (admit + ADMIT_ALL / 64).min(ADMIT_ALL)
@@ -259,12 +379,28 @@ async fn probe(inner: Weak<Inner>) {
         inner.admit.store(next, Ordering::Relaxed);
         lag_ewma = 0.9 * lag_ewma + 0.1 * lag.as_secs_f64();
         samples += 1;
+        if let Some(limit) = limit.as_mut()
+            && samples.is_multiple_of(LIMIT_EVERY)
+        {
+            let interval = Interval {
+                served: inner.served.swap(0, Ordering::Relaxed),
+                least: Duration::from_nanos(
+                    inner.least_service_ns.swap(u64::MAX, Ordering::Relaxed),
+                ),
+                peak_in_flight: inner
+                    .peak_in_flight
+                    .swap(inner.in_flight.load(Ordering::Relaxed), Ordering::Relaxed),
+            };
+            inner.limit.store(limit.next(interval), Ordering::Relaxed);
+        }
         if samples.is_multiple_of(GAUGE_EVERY) {
             let server = inner.server;
             metrics::gauge!("overload_admitted_ratio", "server" => server)
                 .set(f64::from(next) / f64::from(ADMIT_ALL));
             metrics::gauge!("overload_in_flight_requests", "server" => server)
                 .set(inner.in_flight.load(Ordering::Relaxed) as f64);
+            metrics::gauge!("overload_in_flight_limit", "server" => server)
+                .set(inner.limit.load(Ordering::Relaxed) as f64);
             metrics::gauge!("runtime_schedule_lag_seconds", "server" => server).set(lag_ewma);
         }
     }
@@ -413,6 +549,7 @@ mod tests {
         OverloadSettings {
             max_in_flight,
             lag_target: Duration::ZERO,
+            queue_target: Duration::ZERO,
             max_concurrent_streams: 16,
         }
     }
@@ -522,6 +659,107 @@ mod tests {
         }
     }
 
+    fn interval(served: u64, least_ms: u64, peak_in_flight: usize) -> Interval {
+        Interval {
+            served,
+            least: Duration::from_millis(least_ms),
+            peak_in_flight,
+        }
+    }
+
+    #[test]
+    fn a_standing_queue_cuts_the_limit_in_proportion_down_to_the_floor() {
+        let mut limit = Limit::new(256, Duration::from_millis(5));
+        // Served in 1 ms with the limit in use: no queue, the limit stays whole.
+        assert_eq!(limit.next(interval(500, 1, 256)), 256);
+        // 1 ms served plus a 5 ms target: 6 ms is bearable, 8 ms keeps 6/8.
+        assert_eq!(limit.next(interval(500, 8, 256)), 192);
+        // A queue far beyond the bearable halves it, never more at once.
+        assert_eq!(limit.next(interval(500, 100, 192)), 96);
+        for _ in 0..10 {
+            limit.next(interval(500, 100, 96));
+        }
+        assert_eq!(limit.now, LAG_MIN_IN_FLIGHT);
+    }
+
+    #[test]
+    fn the_limit_grows_back_only_while_it_is_in_use() {
+        let mut limit = Limit::new(256, Duration::from_millis(5));
+        limit.next(interval(500, 1, 10));
+        for _ in 0..6 {
+            limit.next(interval(500, 200, 256));
+        }
+        assert_eq!(limit.now, LAG_MIN_IN_FLIGHT);
+        // Queue gone, but only 3 in flight: no reason to admit more.
+        assert_eq!(limit.next(interval(500, 1, 3)), LAG_MIN_IN_FLIGHT);
+        // In use: grows by a sixteenth (and one) per interval, back to the max
+        // within a few seconds.
+        assert_eq!(limit.next(interval(500, 1, 16)), 18);
+        let mut intervals = 1;
+        while limit.now < 256 {
+            let now = limit.now;
+            limit.next(interval(500, 2, now));
+            intervals += 1;
+        }
+        assert!(intervals <= 50, "{intervals} intervals to recover");
+        assert_eq!(limit.next(interval(500, 1, 256)), 256);
+    }
+
+    #[test]
+    fn quiet_intervals_change_nothing() {
+        let mut limit = Limit::new(256, Duration::from_millis(5));
+        limit.next(interval(500, 1, 10));
+        assert_eq!(
+            limit.next(interval(LIMIT_MIN_SERVED - 1, 900, 256)),
+            256,
+            "a few slow calls are not a queue"
+        );
+    }
+
+    #[test]
+    fn the_baseline_forgets_after_thirty_seconds() {
+        let mut limit = Limit::new(256, Duration::from_millis(5));
+        limit.next(interval(500, 1, 10));
+        // The work becomes slower for good (a bigger catalogue, a slower
+        // disk): cut at first, then, once the fast second is forgotten, the
+        // new service time is the baseline and the limit comes back.
+        let mut cut = false;
+        for _ in 0..(BASELINE_SLOTS as u32 + 1) * BASELINE_SLOT_INTERVALS {
+            cut |= limit.next(interval(500, 20, limit.now)) < 256;
+        }
+        assert!(cut);
+        for _ in 0..60 {
+            limit.next(interval(500, 20, limit.now));
+        }
+        assert_eq!(limit.now, 256);
+    }
+
+    #[tokio::test]
+    async fn slow_service_lowers_the_in_flight_limit() {
+        let admission = Admission::new(
+            "test",
+            &OverloadSettings {
+                queue_target: Duration::from_millis(5),
+                ..settings(256)
+            },
+        );
+        // 100 ms of fast requests set the baseline.
+        for _ in 0..50 {
+            for _ in 0..2 {
+                drop(admission.try_admit().unwrap());
+            }
+            tokio::time::sleep(PROBE_PERIOD).await;
+        }
+        assert_eq!(admission.limit(), 256);
+        // Then each waits 50 ms behind the server, with many in flight.
+        for _ in 0..10 {
+            let held: Vec<Permit> = (0..64).map(|_| admission.try_admit().unwrap()).collect();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(held);
+        }
+        assert!(admission.limit() < 64, "limit {}", admission.limit());
+    }
+
     #[test]
     fn the_log_throttle_lets_one_message_a_second_through() {
         let throttle = LogThrottle::default();
@@ -538,6 +776,11 @@ mod tests {
         assert_eq!(
             OverloadSettings::from_env(&env).unwrap_err().variable,
             "OVERLOAD_MAX_IN_FLIGHT"
+        );
+        let env = Env::from_pairs([("OVERLOAD_QUEUE_TARGET_MS", "70000")]);
+        assert_eq!(
+            OverloadSettings::from_env(&env).unwrap_err().variable,
+            "OVERLOAD_QUEUE_TARGET_MS"
         );
         let env = Env::from_pairs([("OVERLOAD_LAG_TARGET_MS", "0")]);
         assert!(
