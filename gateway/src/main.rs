@@ -8,6 +8,9 @@ use gateway::Gateway;
 use gateway::settings::GatewaySettings;
 use shopmesh_platform::settings::Env;
 
+#[global_allocator]
+static ALLOCATOR: shopmesh_platform::Allocator = shopmesh_platform::Allocator;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {

@@ -22,4 +22,11 @@ pub mod testing;
 pub mod tracing_context;
 
 pub use app::{Context, ServiceSpec};
+
 pub use grpc::GrpcServer;
+/// The global allocator every shopmesh binary installs:
+/// `#[global_allocator] static ALLOCATOR: shopmesh_platform::Allocator = shopmesh_platform::Allocator;`
+/// mimalloc's thread-local free lists instead of glibc's arenas, whose
+/// malloc, free and consolidation took ~30 % of svc-product's CPU under load
+/// (docs/benchmarks.md).
+pub use mimalloc::MiMalloc as Allocator;

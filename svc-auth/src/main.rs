@@ -4,6 +4,9 @@
 
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: shopmesh_platform::Allocator = shopmesh_platform::Allocator;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // svc-auth's own settings are checked before anything starts, like the
