@@ -69,15 +69,8 @@ OFFSET=500
 export SHOPMESH_GRPC_BASE=20051
 HTTP="http://127.0.0.1:$((8080 + OFFSET))"
 PIDS="$WORK/pids/offset-$OFFSET"
-# gRPC port of a service, as run.sh gives it (auth first … recommendation last)
-grpc_addr() {
-  local i=0 s
-  for s in auth user product inventory cart order payment notification recommendation; do
-    [[ $s == "$1" ]] && { printf '127.0.0.1:%s\n' $((SHOPMESH_GRPC_BASE + i + OFFSET)); return; }
-    i=$((i + 1))
-  done
-  die "no service $1"
-}
+# gRPC address of a service (order, payment…), as run.sh recorded it.
+grpc_addr() { cat "$PIDS/svc-$1.addr"; }
 
 RESULTS="$WORK/results"
 mkdir -p "$RESULTS"

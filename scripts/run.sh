@@ -3,7 +3,8 @@
 #
 # PostgreSQL, Redis and a Kafka-protocol broker (scripts/infra.sh), then the
 # nine services and the gateway built from this checkout, each waited for.
-# Ctrl-C (or SIGTERM) stops everything this run started.
+# Ctrl-C (or SIGTERM) stops everything this run started. Each process leaves
+# .work/pids/<name>.pid, and each service <name>.addr (its gRPC address).
 #
 #   PROFILE=release            build and run release binaries (default: debug)
 #   SHOPMESH_PORT_OFFSET=100   add 100 to every service/gateway port, and use
@@ -75,7 +76,7 @@ cleanup() {
       fi
       sleep 0.2
     done
-    for i in "${!pids[@]}"; do rm -f "$PIDS/${names[$i]}.pid"; done
+    for i in "${!pids[@]}"; do rm -f "$PIDS/${names[$i]}.pid" "$PIDS/${names[$i]}.addr"; done
     ok "services stopped"
   fi
   if [[ -n "${SHOPMESH_INFRA_STARTED:-}" ]]; then
@@ -185,6 +186,8 @@ done
 for i in "${!SERVICES[@]}"; do
   addr="127.0.0.1:$(grpc_port "$i")"
   wait_for_grpc_health "$addr" "$HEALTH_TIMEOUT" "${pids[$i]}" || fail "${names[$i]}"
+  # Where it serves, beside its pid file, for tools that reach it (faults.sh).
+  printf '%s\n' "$addr" >"$PIDS/${names[$i]}.addr"
   ok "$(printf '%-20s gRPC %s  metrics 127.0.0.1:%s' "${names[$i]}" "$addr" "$(metrics_port "$i")")"
 done
 
