@@ -140,10 +140,12 @@ pub fn check_display_name(raw: &str) -> Result<String, &'static str> {
 /// sign-ins queues on the permits rather than exhausting memory.
 ///
 /// Each hash needs 19 MiB of working memory. Allocating it per call made the
-/// process grow to about 1 GB under a stream of sign-ins: glibc raises its mmap
-/// threshold after the first such block is freed, so later ones come from
-/// per-thread arenas that keep them. The working memory is therefore taken from
-/// a pool of at most one buffer per permit, allocated once and reused.
+/// process grow to about 1 GB under a stream of sign-ins with glibc's malloc
+/// (the allocator then; every binary now uses mimalloc): glibc raises its mmap
+/// threshold after the first such block is freed, so later ones came from
+/// per-thread arenas that kept them. The working memory is therefore taken from
+/// a pool of at most one buffer per permit, allocated once and reused, which
+/// bounds it whatever the allocator does.
 #[derive(Clone)]
 pub struct PasswordHasher {
     argon2: Argon2<'static>,
