@@ -48,7 +48,10 @@ redact() { sed -E 's#(://[^:/@]*):[^@]*@#\1:***@#' <<<"$1"; }
 port_file() { printf '%s/pids/%s.port' "$WORK" "$1"; }
 saved_port() { local p; p=$(cat "$(port_file "$1")" 2>/dev/null) && [[ "$p" =~ ^[0-9]+$ ]] && printf '%s\n' "$p"; }
 
-# free_port PREFERRED FALLBACK: print the first of the two nothing listens on.
+# free_port PREFERRED FALLBACK...: print the first port nothing listens on.
+# The fallbacks lie below the kernel's ephemeral range (32768 up): a port in it
+# can be the local end of an outgoing connection, which no probe sees and
+# which makes the server's bind fail (a broker on 59092 did, in CI).
 free_port() {
   local p
   for p in ${keep_port:-} "$@"; do port_open 127.0.0.1 "$p" || { printf '%s\n' "$p"; return 0; }; done
@@ -115,7 +118,7 @@ start_private_pg() {
   fi
   # The fault suite's private cluster keeps off the standard port.
   # shellcheck disable=SC2046 # the standard port, unless SHOPMESH_PRIVATE_INFRA
-  port=$(free_port $(private_only || echo 5432) 55432 55433 55434)
+  port=$(free_port $(private_only || echo 5432) 25432 25433 25434)
   step "PostgreSQL: starting the private cluster on 127.0.0.1:$port"
   touch "$log"
   [[ $EUID -eq 0 ]] && chown postgres: "$log"
@@ -226,7 +229,7 @@ ensure_redis() {
 
   command -v redis-server >/dev/null || need_apt redis-server
   # shellcheck disable=SC2046 # the standard port, unless SHOPMESH_PRIVATE_INFRA
-  port=$(free_port $(private_only || echo 6379) 56379 56380 56381)
+  port=$(free_port $(private_only || echo 6379) 26379 26380 26381)
   step "Redis: starting a private server on 127.0.0.1:$port"
   mkdir -p "$WORK/redis"
   rm -f "$WORK/pids/redis.pid"
@@ -471,7 +474,7 @@ start_kafka() {
   local port pid bin data="$WORK/tansu" log="$WORK/logs/tansu.log"
   bin=$(tansu_bin)
   # shellcheck disable=SC2046 # the standard port, unless SHOPMESH_PRIVATE_INFRA
-  port=$(free_port $(private_only || echo 9092) 59092 59093 59094)
+  port=$(free_port $(private_only || echo 9092) 29092 29093 29094)
   step "Kafka: starting a private tansu broker on 127.0.0.1:$port (SQLite storage in ${data#"$SHOPMESH_ROOT/"})"
   mkdir -p "$data"
   # tansu reads a .env from its working directory or the nearest parent that
