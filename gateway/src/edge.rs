@@ -17,7 +17,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use shopmesh_platform::auth::{AuthError, TokenVerifier};
-use shopmesh_platform::errors::OVERLOADED;
+use shopmesh_platform::errors::ErrorReason;
 use shopmesh_platform::overload::{
     Admission, AdmissionLayer, LogThrottle, OverloadSettings, Refusal,
 };
@@ -106,7 +106,7 @@ fn cors_layer(cors: &Cors) -> Option<CorsLayer> {
 fn overloaded(headers: &HeaderMap, _: Refusal) -> Response {
     let mut problem = Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        OVERLOADED,
+        ErrorReason::Overloaded.as_str_name(),
         "the gateway is overloaded; retry shortly",
         &request_id(headers),
     );
@@ -281,7 +281,7 @@ async fn api(State(state): State<Arc<AppState>>, request: Request) -> Response {
         Lookup::WrongVerb(verbs) => {
             let mut problem = Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "METHOD_NOT_ALLOWED",
+                ErrorReason::MethodNotAllowed.as_str_name(),
                 format!("{} is not allowed here", request.method()),
                 rid,
             );
@@ -296,8 +296,13 @@ async fn api(State(state): State<Arc<AppState>>, request: Request) -> Response {
         }
         Lookup::NotFound => {
             let detail = format!("no route for {} {}", request.method(), request.uri().path());
-            return Problem::new(StatusCode::NOT_FOUND, "ROUTE_NOT_FOUND", detail, rid)
-                .into_response();
+            return Problem::new(
+                StatusCode::NOT_FOUND,
+                ErrorReason::RouteNotFound.as_str_name(),
+                detail,
+                rid,
+            )
+            .into_response();
         }
     };
     let response = call(&state, route, bindings, request, &context).await;
@@ -381,8 +386,13 @@ async fn call(
         Ok(body) => body,
         Err(_) => {
             let detail = format!("the body exceeds {} bytes", state.body_limit);
-            return Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_LARGE", detail, rid)
-                .into_response();
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorReason::BodyTooLarge.as_str_name(),
+                detail,
+                rid,
+            )
+            .into_response();
         }
     };
     let mut message = match request_message(route, &bindings, &query, &body) {

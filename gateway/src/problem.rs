@@ -202,7 +202,10 @@ mod tests {
         assert_eq!(problem.violations[0].field, "page_size");
         assert_eq!(problem.request_id, "req-2");
 
-        let status = shopmesh_platform::errors::not_found("product", "x");
+        let status = shopmesh_platform::errors::not_found(
+            shopmesh_platform::errors::ErrorReason::ProductNotFound,
+            "x",
+        );
         assert_eq!(Problem::from_status(&status, "r").code, "PRODUCT_NOT_FOUND");
     }
 

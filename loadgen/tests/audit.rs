@@ -303,7 +303,14 @@ impl World {
                 events.push(order.status_event);
             }
             for event in events {
-                publish(db, event, "shop.order.events", order.id, true).await;
+                publish(
+                    db,
+                    event,
+                    shopmesh_proto::topics::ORDER_EVENTS,
+                    order.id,
+                    true,
+                )
+                .await;
             }
             // What the payment events told svc-order.
             let (authorized, captured, failed) = match (order.confirmed(), broken) {
@@ -357,7 +364,7 @@ impl World {
             publish(
                 db,
                 Uuid::now_v7(),
-                "shop.payment.events",
+                shopmesh_proto::topics::PAYMENT_EVENTS,
                 order.payment,
                 true,
             )
@@ -365,7 +372,14 @@ impl World {
         }
         if broken == Break::UnpublishedOutbox {
             let payment = self.orders[0].payment;
-            publish(db, Uuid::now_v7(), "shop.payment.events", payment, false).await;
+            publish(
+                db,
+                Uuid::now_v7(),
+                shopmesh_proto::topics::PAYMENT_EVENTS,
+                payment,
+                false,
+            )
+            .await;
         }
     }
 

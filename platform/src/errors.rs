@@ -2,6 +2,7 @@
 //! input, a stable reason for domain errors, and internal errors that are logged
 //! once with their cause chain and reach the client as "internal error" only.
 
+pub use shopmesh_proto::shop::common::v1::ErrorReason;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -9,10 +10,6 @@ use crate::overload::LogThrottle;
 
 /// The error domain in `google.rpc.ErrorInfo`, so clients can tell our reasons apart.
 pub const ERROR_DOMAIN: &str = "shopmesh";
-
-/// The reason of a call refused because the server is overloaded
-/// (platform::overload): UNAVAILABLE, safe to retry after the `RetryInfo` delay.
-pub const OVERLOADED: &str = "OVERLOADED";
 
 /// Collects field violations; turns into one INVALID_ARGUMENT naming every bad field.
 #[derive(Debug, Default)]
@@ -80,28 +77,48 @@ pub fn invalid_field(field: &str, description: &str) -> Status {
     }
 }
 
-/// A domain error with a stable machine-readable `reason` (UPPER_SNAKE_CASE),
-/// carried as `google.rpc.ErrorInfo` so the gateway can expose it as `code`.
-pub fn domain_error(code: Code, reason: &str, message: impl Into<String>) -> Status {
-    let details =
-        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::new());
-    Status::with_error_details(code, message, details)
-}
-
-/// NOT_FOUND for a resource, e.g. `not_found("product", id)`.
-pub fn not_found(resource: &str, id: &str) -> Status {
-    domain_error(
-        Code::NotFound,
-        &format!("{}_NOT_FOUND", resource.to_ascii_uppercase()),
-        format!("{resource} {id} not found"),
+/// Error details holding only the `google.rpc.ErrorInfo` for `reason` (in our
+/// domain), for a status that carries more details beside it.
+pub fn error_info(reason: ErrorReason) -> ErrorDetails {
+    ErrorDetails::with_error_info(
+        reason.as_str_name(),
+        ERROR_DOMAIN,
+        std::collections::HashMap::new(),
     )
 }
 
-/// UNAVAILABLE with reason [`OVERLOADED`] and a one-second `RetryInfo`, which
+/// A domain error with its stable reason (proto `shop.common.v1.ErrorReason`),
+/// carried as `google.rpc.ErrorInfo` so the gateway can expose it as `code`.
+pub fn domain_error(code: Code, reason: ErrorReason, message: impl Into<String>) -> Status {
+    Status::with_error_details(code, message, error_info(reason))
+}
+
+/// NOT_FOUND with a `*_NOT_FOUND` reason, e.g. `not_found(ProductNotFound, id)`:
+/// "product 42 not found" (the resource named after the reason).
+pub fn not_found(reason: ErrorReason, id: &str) -> Status {
+    let name = reason.as_str_name();
+    let resource = name
+        .strip_suffix("_NOT_FOUND")
+        .unwrap_or(name)
+        .to_ascii_lowercase()
+        .replace('_', " ");
+    domain_error(Code::NotFound, reason, format!("{resource} {id} not found"))
+}
+
+/// The reason of a status one of our services returned: its `ErrorInfo` in
+/// our domain, when the reason is one this build knows.
+pub fn reason_of(status: &Status) -> Option<ErrorReason> {
+    let details = status.get_error_details();
+    let info = details.error_info()?;
+    (info.domain == ERROR_DOMAIN)
+        .then(|| ErrorReason::from_str_name(&info.reason))
+        .flatten()
+}
+
+/// UNAVAILABLE with reason `OVERLOADED` and a one-second `RetryInfo`, which
 /// the gateway turns into `Retry-After`.
 pub fn overloaded(message: &str) -> Status {
-    let mut details =
-        ErrorDetails::with_error_info(OVERLOADED, ERROR_DOMAIN, std::collections::HashMap::new());
+    let mut details = error_info(ErrorReason::Overloaded);
     details.set_retry_info(Some(std::time::Duration::from_secs(1)));
     Status::with_error_details(Code::Unavailable, message, details)
 }
@@ -191,7 +208,7 @@ mod tests {
         let status = internal(sqlx::Error::PoolTimedOut);
         assert_eq!(status.code(), Code::Unavailable);
         let details = status.get_error_details();
-        assert_eq!(details.error_info().unwrap().reason, OVERLOADED);
+        assert_eq!(reason_of(&status), Some(ErrorReason::Overloaded));
         assert_eq!(
             details.retry_info().unwrap().retry_delay,
             Some(std::time::Duration::from_secs(1))
@@ -202,11 +219,49 @@ mod tests {
 
     #[test]
     fn not_found_carries_a_stable_reason() {
-        let status = not_found("product", "42");
+        let status = not_found(ErrorReason::CartLineNotFound, "SKU-1");
         assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), "cart line SKU-1 not found");
         assert_eq!(
             status.get_error_details().error_info().unwrap().reason,
-            "PRODUCT_NOT_FOUND"
+            "CART_LINE_NOT_FOUND"
+        );
+        assert_eq!(reason_of(&status), Some(ErrorReason::CartLineNotFound));
+    }
+
+    #[test]
+    fn reasons_of_other_domains_or_unknown_names_are_none() {
+        assert_eq!(reason_of(&Status::not_found("plain")), None);
+        let foreign = Status::with_error_details(
+            Code::NotFound,
+            "x",
+            ErrorDetails::with_error_info(
+                "PRODUCT_NOT_FOUND",
+                "googleapis.com",
+                std::collections::HashMap::new(),
+            ),
+        );
+        assert_eq!(reason_of(&foreign), None);
+        let unknown = Status::with_error_details(
+            Code::NotFound,
+            "x",
+            ErrorDetails::with_error_info(
+                "NO_SUCH_REASON",
+                ERROR_DOMAIN,
+                std::collections::HashMap::new(),
+            ),
+        );
+        assert_eq!(reason_of(&unknown), None);
+    }
+
+    #[test]
+    fn every_reason_name_is_its_wire_string() {
+        // The proto values carry no prefix, so the generated name is what
+        // clients compare ErrorInfo.reason with.
+        assert_eq!(ErrorReason::Overloaded.as_str_name(), "OVERLOADED");
+        assert_eq!(
+            ErrorReason::from_str_name("PAYMENT_PARTIALLY_REFUNDED"),
+            Some(ErrorReason::PaymentPartiallyRefunded)
         );
     }
 }

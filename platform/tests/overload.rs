@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use shopmesh_platform::GrpcServer;
-use shopmesh_platform::errors::OVERLOADED;
+use shopmesh_platform::errors::ErrorReason;
 use shopmesh_platform::overload::OverloadSettings;
 use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_proto::shop::product::v1::product_service_server::{
@@ -115,7 +115,10 @@ async fn calls_beyond_the_in_flight_limit_are_refused_at_once() {
     .unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable);
     let details = refused.get_error_details();
-    assert_eq!(details.error_info().unwrap().reason, OVERLOADED);
+    assert_eq!(
+        details.error_info().unwrap().reason,
+        ErrorReason::Overloaded.as_str_name()
+    );
     assert_eq!(
         details.retry_info().unwrap().retry_delay,
         Some(Duration::from_secs(1))

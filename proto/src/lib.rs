@@ -71,3 +71,19 @@ pub mod shop {
         }
     }
 }
+
+/// The Kafka topics of the events in `shop.events.v1` (its `events.proto`
+/// says which events each carries and how they are keyed), for producers and
+/// consumers to name the same topic. A message that keeps failing goes to the
+/// topic's `<topic>.dlq`.
+pub mod topics {
+    /// svc-auth: UserRegistered.
+    pub const AUTH_EVENTS: &str = "shop.auth.events";
+    /// svc-order: OrderCreated, OrderConfirmed, OrderCancelled, OrderFailed, OrderRefunded.
+    pub const ORDER_EVENTS: &str = "shop.order.events";
+    /// svc-payment: PaymentAuthorized, PaymentCaptured, PaymentFailed, PaymentRefunded,
+    /// PaymentVoided.
+    pub const PAYMENT_EVENTS: &str = "shop.payment.events";
+    /// svc-notification: NotificationSent.
+    pub const NOTIFICATION_EVENTS: &str = "shop.notification.events";
+}

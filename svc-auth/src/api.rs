@@ -5,11 +5,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use shopmesh_platform::auth::{Caller, Jwk, TokenVerifier, auth_status};
-use shopmesh_platform::errors::{self, FieldViolations};
+use shopmesh_platform::errors::{self, ErrorReason, FieldViolations};
 use shopmesh_proto::shop::auth::v1 as pb;
 use shopmesh_proto::shop::auth::v1::auth_service_server::AuthService;
 use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::StatusExt;
 
 use crate::credentials::{self, Email};
 use crate::identity::{Identity, IdentityError, KNOWN_ROLES, Registration, SessionTokens};
@@ -35,29 +35,33 @@ impl From<IdentityError> for Status {
         let message = err.to_string();
         match err {
             IdentityError::EmailTaken => {
-                errors::domain_error(Code::AlreadyExists, "EMAIL_TAKEN", message)
+                errors::domain_error(Code::AlreadyExists, ErrorReason::EmailTaken, message)
             }
-            IdentityError::InvalidCredentials => {
-                errors::domain_error(Code::Unauthenticated, "INVALID_CREDENTIALS", message)
-            }
+            IdentityError::InvalidCredentials => errors::domain_error(
+                Code::Unauthenticated,
+                ErrorReason::InvalidCredentials,
+                message,
+            ),
             IdentityError::TooManyAttempts { retry_after } => {
-                let mut details = ErrorDetails::with_retry_info(Some(retry_after));
-                details.set_error_info(
-                    "TOO_MANY_FAILED_LOGINS",
-                    errors::ERROR_DOMAIN,
-                    std::collections::HashMap::new(),
-                );
+                let mut details = errors::error_info(ErrorReason::TooManyFailedLogins);
+                details.set_retry_info(Some(retry_after));
                 Status::with_error_details(Code::ResourceExhausted, message, details)
             }
-            IdentityError::InvalidRefreshToken => {
-                errors::domain_error(Code::Unauthenticated, "INVALID_REFRESH_TOKEN", message)
+            IdentityError::InvalidRefreshToken => errors::domain_error(
+                Code::Unauthenticated,
+                ErrorReason::InvalidRefreshToken,
+                message,
+            ),
+            IdentityError::RefreshTokenReused => errors::domain_error(
+                Code::Unauthenticated,
+                ErrorReason::RefreshTokenReused,
+                message,
+            ),
+            IdentityError::UserNotFound(id) => {
+                errors::not_found(ErrorReason::UserNotFound, &id.to_string())
             }
-            IdentityError::RefreshTokenReused => {
-                errors::domain_error(Code::Unauthenticated, "REFRESH_TOKEN_REUSED", message)
-            }
-            IdentityError::UserNotFound(id) => errors::not_found("user", &id.to_string()),
             IdentityError::LastAdmin => {
-                errors::domain_error(Code::FailedPrecondition, "LAST_ADMIN", message)
+                errors::domain_error(Code::FailedPrecondition, ErrorReason::LastAdmin, message)
             }
             IdentityError::Unavailable(err) => {
                 tracing::warn!(error = %err, "Redis unavailable");

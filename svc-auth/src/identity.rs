@@ -52,7 +52,7 @@ impl From<sqlx::Error> for IdentityError {
 }
 
 /// Where account events go (key: the user id, aggregate type "user").
-pub const TOPIC: &str = "shop.auth.events";
+pub const TOPIC: &str = shopmesh_proto::topics::AUTH_EVENTS;
 
 type Result<T, E = IdentityError> = std::result::Result<T, E>;
 

@@ -40,7 +40,7 @@ async fn registration_creates_the_profile_with_the_service_credential() {
 
     // UserRegistered, from the registration's transaction through the outbox
     // (svc-notification sends the welcome email from it).
-    let events = wait_for_events("shop.auth.events", &user_id, 1).await;
+    let events = wait_for_events(shopmesh_proto::topics::AUTH_EVENTS, &user_id, 1).await;
     let registered: UserRegistered = events[0].payload_as().unwrap();
     assert_eq!(registered.user_id, user_id);
     assert_eq!(registered.email, email);

@@ -1,9 +1,9 @@
 //! The cart's domain errors and their one conversion to gRPC statuses.
 
-use shopmesh_platform::errors;
+use shopmesh_platform::errors::{self, ErrorReason};
 use shopmesh_platform::redis::BoundedError;
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::StatusExt;
 
 use crate::store::{MAX_LINES, MAX_QUANTITY};
 
@@ -105,16 +105,16 @@ impl CartError {
 impl From<CartError> for Status {
     fn from(err: CartError) -> Self {
         match err {
-            CartError::CartNotFound(id) => errors::not_found("cart", &id),
+            CartError::CartNotFound(id) => errors::not_found(ErrorReason::CartNotFound, &id),
             CartError::LineNotFound(sku) => errors::domain_error(
                 Code::NotFound,
-                "CART_LINE_NOT_FOUND",
+                ErrorReason::CartLineNotFound,
                 format!("SKU {sku} is not in the cart"),
             ),
-            CartError::ProductNotFound(id) => errors::not_found("product", &id),
+            CartError::ProductNotFound(id) => errors::not_found(ErrorReason::ProductNotFound, &id),
             CartError::CartFull { lines } => errors::domain_error(
                 Code::ResourceExhausted,
-                "CART_FULL",
+                ErrorReason::CartFull,
                 format!(
                     "a cart holds at most {MAX_LINES} lines; this would make {lines}: \
                      remove a line first"
@@ -143,12 +143,12 @@ impl From<CartError> for Status {
             }
             err @ CartError::Corrupt { .. } => errors::internal(err),
             CartError::EmptyCart => not_ready(
-                "CART_EMPTY",
+                ErrorReason::CartEmpty,
                 "the cart is empty: add something before checking out".to_owned(),
                 &[],
             ),
             CartError::NotReady(lines) => not_ready(
-                "CART_NOT_READY",
+                ErrorReason::CartNotReady,
                 format!(
                     "the cart cannot be checked out: {}",
                     lines
@@ -159,10 +159,10 @@ impl From<CartError> for Status {
                 ),
                 &lines,
             ),
-            CartError::AddressNotFound(id) => errors::not_found("address", &id),
+            CartError::AddressNotFound(id) => errors::not_found(ErrorReason::AddressNotFound, &id),
             err @ CartError::KeyReused(_) => errors::domain_error(
                 Code::AlreadyExists,
-                "IDEMPOTENCY_KEY_REUSED",
+                ErrorReason::IdempotencyKeyReused,
                 err.to_string(),
             ),
             CartError::OrderRefused(status) => status,
@@ -172,12 +172,8 @@ impl From<CartError> for Status {
 
 /// FAILED_PRECONDITION for a cart that cannot be checked out: an ErrorInfo
 /// `reason`, and a PreconditionFailure violation per line naming its SKU.
-fn not_ready(reason: &str, message: String, lines: &[(String, String)]) -> Status {
-    let mut details = ErrorDetails::with_error_info(
-        reason,
-        errors::ERROR_DOMAIN,
-        std::collections::HashMap::new(),
-    );
+fn not_ready(reason: ErrorReason, message: String, lines: &[(String, String)]) -> Status {
+    let mut details = errors::error_info(reason);
     for (sku, problem) in lines {
         details.add_precondition_failure_violation("CART_LINE", sku, problem);
     }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use shopmesh_platform::auth::{Caller, ServiceCaller};
-use shopmesh_platform::errors::{self, ERROR_DOMAIN, FieldViolations};
+use shopmesh_platform::errors::{self, ErrorReason, FieldViolations};
 use shopmesh_platform::paging;
 use shopmesh_proto::shop::inventory::v1 as pb;
 use shopmesh_proto::shop::inventory::v1::inventory_service_server::InventoryService;
 use tonic::codegen::BoxStream;
 use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::StatusExt;
 
 use crate::reservations::{Reservations, Reserved};
 use crate::stock::{
@@ -121,11 +121,10 @@ impl From<InventoryError> for Status {
         let message = err.to_string();
         match err {
             InventoryError::UnknownSkus(_) => {
-                errors::domain_error(Code::NotFound, "SKU_NOT_FOUND", message)
+                errors::domain_error(Code::NotFound, ErrorReason::SkuNotFound, message)
             }
             InventoryError::InsufficientStock(shortfalls) => {
-                let mut details = ErrorDetails::new();
-                details.set_error_info("INSUFFICIENT_STOCK", ERROR_DOMAIN, HashMap::new());
+                let mut details = errors::error_info(ErrorReason::InsufficientStock);
                 for short in shortfalls {
                     details.add_precondition_failure_violation(
                         "INSUFFICIENT_STOCK",
@@ -139,23 +138,27 @@ impl From<InventoryError> for Status {
                 Status::with_error_details(Code::FailedPrecondition, message, details)
             }
             InventoryError::ReservationNotFound(order_id) => {
-                errors::not_found("reservation", &order_id.to_string())
+                errors::not_found(ErrorReason::ReservationNotFound, &order_id.to_string())
             }
             InventoryError::ReservationClosed { status, .. } => {
                 let reason = match status {
-                    ReservationStatus::Committed => "RESERVATION_COMMITTED",
-                    ReservationStatus::Released => "RESERVATION_RELEASED",
-                    ReservationStatus::Expired => "RESERVATION_EXPIRED",
-                    ReservationStatus::Reserved => "RESERVATION_RESERVED",
+                    ReservationStatus::Committed => ErrorReason::ReservationCommitted,
+                    ReservationStatus::Released => ErrorReason::ReservationReleased,
+                    ReservationStatus::Expired => ErrorReason::ReservationExpired,
+                    ReservationStatus::Reserved => ErrorReason::ReservationReserved,
                 };
                 errors::domain_error(Code::FailedPrecondition, reason, message)
             }
-            InventoryError::ReservationConflict(_) => {
-                errors::domain_error(Code::AlreadyExists, "RESERVATION_CONFLICT", message)
-            }
-            InventoryError::BelowReserved { .. } => {
-                errors::domain_error(Code::FailedPrecondition, "BELOW_RESERVED", message)
-            }
+            InventoryError::ReservationConflict(_) => errors::domain_error(
+                Code::AlreadyExists,
+                ErrorReason::ReservationConflict,
+                message,
+            ),
+            InventoryError::BelowReserved { .. } => errors::domain_error(
+                Code::FailedPrecondition,
+                ErrorReason::BelowReserved,
+                message,
+            ),
             InventoryError::LostUpdate(_) | InventoryError::Database(_) => errors::internal(err),
         }
     }
@@ -212,7 +215,7 @@ impl InventoryService for InventoryApi {
             .stock(sku)
             .await
             .map_err(errors::internal)?
-            .ok_or_else(|| errors::not_found("sku", sku))?;
+            .ok_or_else(|| errors::not_found(ErrorReason::SkuNotFound, sku))?;
         Ok(Response::new(pb::GetStockResponse {
             stock: Some(stock.into()),
         }))
@@ -320,7 +323,7 @@ impl InventoryService for InventoryApi {
             .map_err(errors::internal)?
             .is_none()
         {
-            return Err(errors::not_found("sku", &body.sku));
+            return Err(errors::not_found(ErrorReason::SkuNotFound, &body.sku));
         }
         let mut page = self
             .store

@@ -9,6 +9,7 @@ use shopmesh_platform::events::{EnvelopeExt, EventEnvelope, EventHandler, Handle
 use shopmesh_proto::shop::events::v1::{
     OrderCancelled, OrderConfirmed, OrderFailed, OrderRefunded, PaymentRefunded, UserRegistered,
 };
+use shopmesh_proto::topics;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -18,9 +19,9 @@ use crate::templates::{self, Rendered};
 
 /// The topics consumed, in the consumer group named after the service.
 pub const TOPICS: &[&str] = &[
-    "shop.order.events",
-    "shop.payment.events",
-    "shop.auth.events",
+    topics::ORDER_EVENTS,
+    topics::PAYMENT_EVENTS,
+    topics::AUTH_EVENTS,
 ];
 
 pub struct NotificationHandler;

@@ -22,7 +22,7 @@ pub const SETTLED_CHANNEL: &str = "notification_settled";
 /// Notified when PENDING notifications are inserted: wakes the sender.
 pub const PENDING_CHANNEL: &str = "notification_pending";
 /// The topic NotificationSent goes to.
-pub const TOPIC: &str = "shop.notification.events";
+pub const TOPIC: &str = shopmesh_proto::topics::NOTIFICATION_EVENTS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use shopmesh_platform::auth::{Caller, ServiceCaller};
-use shopmesh_platform::errors::{self, FieldViolations};
+use shopmesh_platform::errors::{self, ErrorReason, FieldViolations};
 use shopmesh_platform::paging;
 use shopmesh_proto::shop::order::v1 as pb;
 use shopmesh_proto::shop::order::v1::order_service_server::OrderService;
@@ -108,24 +108,30 @@ impl From<OrderError> for Status {
     fn from(err: OrderError) -> Self {
         let message = err.to_string();
         match err {
-            OrderError::NotFound(id) => errors::not_found("order", &id.to_string()),
-            OrderError::KeyReused(_) => {
-                errors::domain_error(Code::AlreadyExists, "IDEMPOTENCY_KEY_REUSED", message)
+            OrderError::NotFound(id) => {
+                errors::not_found(ErrorReason::OrderNotFound, &id.to_string())
             }
+            OrderError::KeyReused(_) => errors::domain_error(
+                Code::AlreadyExists,
+                ErrorReason::IdempotencyKeyReused,
+                message,
+            ),
             OrderError::Pricing(pricing) => {
                 let reason = match pricing {
-                    PricingError::UnknownProduct(_) => "PRODUCT_NOT_FOUND",
-                    PricingError::SkuMismatch { .. } => "SKU_MISMATCH",
-                    PricingError::MixedCurrencies => "MIXED_CURRENCIES",
+                    PricingError::UnknownProduct(_) => ErrorReason::ProductNotFound,
+                    PricingError::SkuMismatch { .. } => ErrorReason::SkuMismatch,
+                    PricingError::MixedCurrencies => ErrorReason::MixedCurrencies,
                 };
                 errors::domain_error(Code::FailedPrecondition, reason, message)
             }
             OrderError::CancelFailed => {
-                errors::domain_error(Code::FailedPrecondition, "ORDER_FAILED", message)
+                errors::domain_error(Code::FailedPrecondition, ErrorReason::OrderFailed, message)
             }
-            OrderError::DependencyUnavailable(_) => {
-                errors::domain_error(Code::Unavailable, "DEPENDENCY_UNAVAILABLE", message)
-            }
+            OrderError::DependencyUnavailable(_) => errors::domain_error(
+                Code::Unavailable,
+                ErrorReason::DependencyUnavailable,
+                message,
+            ),
             OrderError::PaymentMethod(reason) => errors::invalid_field("payment_method", &reason),
             OrderError::Dependency { .. }
             | OrderError::Corrupt(_)

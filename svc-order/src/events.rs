@@ -11,7 +11,7 @@ use crate::order::{Order, money, timestamp};
 /// The aggregate type of every order event.
 pub const AGGREGATE_TYPE: &str = "order";
 /// The topic every order event goes to.
-pub const TOPIC: &str = "shop.order.events";
+pub const TOPIC: &str = shopmesh_proto::topics::ORDER_EVENTS;
 
 fn lines(order: &Order) -> Vec<ev::OrderLine> {
     order

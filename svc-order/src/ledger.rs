@@ -28,7 +28,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// The topic consumed.
-pub const TOPIC: &str = "shop.payment.events";
+pub const TOPIC: &str = shopmesh_proto::topics::PAYMENT_EVENTS;
 
 /// One payment event, as the ledger records it.
 #[derive(Debug, PartialEq, Eq)]

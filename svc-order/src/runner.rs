@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shopmesh_platform::errors::{ErrorReason, reason_of};
 use shopmesh_proto::shop::inventory::v1::ReservationStatus;
 use shopmesh_proto::shop::payment::v1::{Payment, PaymentStatus};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -346,7 +347,7 @@ impl Runner {
                     .await
                 {
                     Ok(_) => Tried::Done(Effect::default()),
-                    Err(status) if reason_of(&status) == "PAYMENT_REFUNDED" => {
+                    Err(status) if reason_of(&status) == Some(ErrorReason::PaymentRefunded) => {
                         Tried::Done(Effect::default())
                     }
                     Err(status) => retry("svc-payment", &status),
@@ -413,18 +414,9 @@ fn refused(code: &'static str, reason: String) -> Tried {
     }
 }
 
-/// The stable reason of a shopmesh error status (`google.rpc.ErrorInfo`).
-fn reason_of(status: &Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|info| info.reason.clone())
-        .unwrap_or_default()
-}
-
 fn reserve_refused(status: &Status) -> Tried {
-    match (status.code(), reason_of(status).as_str()) {
-        (Code::FailedPrecondition, "INSUFFICIENT_STOCK") => {
+    match (status.code(), reason_of(status)) {
+        (Code::FailedPrecondition, Some(ErrorReason::InsufficientStock)) => {
             let short: Vec<String> = status
                 .get_error_details()
                 .precondition_failure()
@@ -488,12 +480,16 @@ fn void_refused(status: &Status) -> Tried {
     if status.code() == Code::NotFound {
         return Tried::Done(Effect::default());
     }
-    match reason_of(status).as_str() {
-        "PAYMENT_CAPTURED" | "PAYMENT_PARTIALLY_REFUNDED" => Tried::Done(Effect {
-            payment_id: None,
-            needs_refund: true,
-        }),
-        "PAYMENT_FAILED" | "PAYMENT_VOIDED" | "PAYMENT_REFUNDED" => Tried::Done(Effect::default()),
+    match reason_of(status) {
+        Some(ErrorReason::PaymentCaptured | ErrorReason::PaymentPartiallyRefunded) => {
+            Tried::Done(Effect {
+                payment_id: None,
+                needs_refund: true,
+            })
+        }
+        Some(
+            ErrorReason::PaymentFailed | ErrorReason::PaymentVoided | ErrorReason::PaymentRefunded,
+        ) => Tried::Done(Effect::default()),
         _ => retry("svc-payment", status),
     }
 }

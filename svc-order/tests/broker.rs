@@ -20,8 +20,8 @@ use sqlx::PgPool;
 use support::{APPROVED, Shop, User, checkout, stocked_products};
 use uuid::Uuid;
 
-const ORDER_TOPIC: &str = "shop.order.events";
-const PAYMENT_TOPIC: &str = "shop.payment.events";
+const ORDER_TOPIC: &str = shopmesh_proto::topics::ORDER_EVENTS;
+const PAYMENT_TOPIC: &str = shopmesh_proto::topics::PAYMENT_EVENTS;
 /// Generous: the broker's delivery timeout alone is 30 s, and the machine
 /// running the tests may be slow and busy.
 const SETTLE: Duration = Duration::from_secs(180);

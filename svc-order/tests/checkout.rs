@@ -91,7 +91,7 @@ async fn an_approved_order_is_confirmed_stock_committed_and_payment_captured() {
 
     // Events, through the outbox: the order's created then confirmed (keyed by
     // the order id, in order), the payment's authorized then captured.
-    let events = wait_for_events("shop.order.events", &order.id, 2).await;
+    let events = wait_for_events(shopmesh_proto::topics::ORDER_EVENTS, &order.id, 2).await;
     assert_eq!(
         event_types(&events),
         [
@@ -101,7 +101,8 @@ async fn an_approved_order_is_confirmed_stock_committed_and_payment_captured() {
     );
     let confirmed: OrderConfirmed = events[1].payload_as().unwrap();
     assert_eq!(confirmed.total.unwrap().amount_minor, total);
-    let events = wait_for_events("shop.payment.events", &order.payment_id, 2).await;
+    let events =
+        wait_for_events(shopmesh_proto::topics::PAYMENT_EVENTS, &order.payment_id, 2).await;
     assert_eq!(
         event_types(&events),
         [
@@ -163,14 +164,14 @@ async fn a_declined_card_fails_the_order_releases_stock_and_captures_nothing() {
             OrderStatus::Failed
         ]
     );
-    let events = wait_for_events("shop.order.events", &order.id, 2).await;
+    let events = wait_for_events(shopmesh_proto::topics::ORDER_EVENTS, &order.id, 2).await;
     assert_eq!(
         event_types(&events),
         ["shop.events.v1.OrderCreated", "shop.events.v1.OrderFailed"]
     );
     let failed: OrderFailed = events[1].payload_as().unwrap();
     assert_eq!(failed.failure_code, "payment_declined");
-    let events = wait_for_events("shop.payment.events", &payments[0].id, 1).await;
+    let events = wait_for_events(shopmesh_proto::topics::PAYMENT_EVENTS, &payments[0].id, 1).await;
     assert_eq!(event_types(&events), ["shop.events.v1.PaymentFailed"]);
 }
 

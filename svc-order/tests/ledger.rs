@@ -74,7 +74,7 @@ async fn announce<M: prost::Name>(shop: &Shop, payment_id: &str, event: &M) {
     let mut tx = shop.payment.db.begin().await.unwrap();
     shopmesh_platform::events::publish(
         &mut tx,
-        "shop.payment.events",
+        shopmesh_proto::topics::PAYMENT_EVENTS,
         "payment",
         payment_id,
         event,

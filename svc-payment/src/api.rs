@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use shopmesh_platform::auth::{Caller, ServiceCaller};
-use shopmesh_platform::errors::{self, FieldViolations};
+use shopmesh_platform::errors::{self, ErrorReason, FieldViolations};
 use shopmesh_platform::paging;
 use shopmesh_proto::shop::common::v1 as common;
 use shopmesh_proto::shop::payment::v1 as pb;
@@ -36,33 +36,52 @@ impl From<PaymentError> for Status {
     fn from(err: PaymentError) -> Self {
         let message = err.to_string();
         match err {
-            PaymentError::NotFound(id) => errors::not_found("payment", &id.to_string()),
-            PaymentError::KeyReused(_) => {
-                errors::domain_error(Code::AlreadyExists, "IDEMPOTENCY_KEY_REUSED", message)
+            PaymentError::NotFound(id) => {
+                errors::not_found(ErrorReason::PaymentNotFound, &id.to_string())
             }
-            PaymentError::InvalidMethod(reason) => errors::invalid_field("payment_method", &reason),
-            PaymentError::InvalidRefund(reason) => errors::invalid_field("amount", &reason),
-            PaymentError::WrongState { status, .. } => errors::domain_error(
-                Code::FailedPrecondition,
-                &format!("PAYMENT_{}", status.as_str().to_ascii_uppercase()),
+            PaymentError::KeyReused(_) => errors::domain_error(
+                Code::AlreadyExists,
+                ErrorReason::IdempotencyKeyReused,
                 message,
             ),
-            PaymentError::Busy(_) => {
-                errors::domain_error(Code::Aborted, "PAYMENT_OPERATION_IN_PROGRESS", message)
+            PaymentError::InvalidMethod(reason) => errors::invalid_field("payment_method", &reason),
+            PaymentError::InvalidRefund(reason) => errors::invalid_field("amount", &reason),
+            PaymentError::WrongState { status, .. } => {
+                errors::domain_error(Code::FailedPrecondition, state_reason(status), message)
             }
-            PaymentError::ProviderRefused { .. } => {
-                errors::domain_error(Code::FailedPrecondition, "PROVIDER_DECLINED", message)
-            }
+            PaymentError::Busy(_) => errors::domain_error(
+                Code::Aborted,
+                ErrorReason::PaymentOperationInProgress,
+                message,
+            ),
+            PaymentError::ProviderRefused { .. } => errors::domain_error(
+                Code::FailedPrecondition,
+                ErrorReason::ProviderDeclined,
+                message,
+            ),
             PaymentError::ProviderUnavailable => {
-                errors::domain_error(Code::Unavailable, "PROVIDER_UNAVAILABLE", message)
+                errors::domain_error(Code::Unavailable, ErrorReason::ProviderUnavailable, message)
             }
             PaymentError::InProgress => {
-                errors::domain_error(Code::Unavailable, "PAYMENT_IN_PROGRESS", message)
+                errors::domain_error(Code::Unavailable, ErrorReason::PaymentInProgress, message)
             }
             PaymentError::Database(_) | PaymentError::Outbox(_) | PaymentError::Corrupt(_) => {
                 errors::internal(err)
             }
         }
+    }
+}
+
+/// The reason of an operation the payment's state does not allow: the state.
+fn state_reason(status: PaymentStatus) -> ErrorReason {
+    match status {
+        PaymentStatus::Pending => ErrorReason::PaymentPending,
+        PaymentStatus::Authorized => ErrorReason::PaymentAuthorized,
+        PaymentStatus::Captured => ErrorReason::PaymentCaptured,
+        PaymentStatus::Voided => ErrorReason::PaymentVoided,
+        PaymentStatus::PartiallyRefunded => ErrorReason::PaymentPartiallyRefunded,
+        PaymentStatus::Refunded => ErrorReason::PaymentRefunded,
+        PaymentStatus::Failed => ErrorReason::PaymentFailed,
     }
 }
 

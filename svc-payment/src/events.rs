@@ -9,7 +9,7 @@ use shopmesh_proto::shop::events::v1 as pb;
 use crate::payment::{Money, Payment, Transaction};
 
 /// Topic of every payment event; the record key is the payment id.
-pub const TOPIC: &str = "shop.payment.events";
+pub const TOPIC: &str = shopmesh_proto::topics::PAYMENT_EVENTS;
 /// Aggregate type of every payment event.
 pub const AGGREGATE_TYPE: &str = "payment";
 

@@ -1,6 +1,6 @@
 //! The catalog's domain errors and their one conversion to gRPC statuses.
 
-use shopmesh_platform::errors;
+use shopmesh_platform::errors::{self, ErrorReason};
 use tonic::{Code, Status};
 use uuid::Uuid;
 
@@ -45,10 +45,12 @@ impl CatalogError {
 impl From<CatalogError> for Status {
     fn from(err: CatalogError) -> Self {
         match err {
-            CatalogError::ProductNotFound(id) => errors::not_found("product", &id.to_string()),
+            CatalogError::ProductNotFound(id) => {
+                errors::not_found(ErrorReason::ProductNotFound, &id.to_string())
+            }
             CatalogError::SkuTaken(ref sku) => errors::domain_error(
                 Code::AlreadyExists,
-                "SKU_TAKEN",
+                ErrorReason::SkuTaken,
                 format!("SKU {sku} is already used by another product"),
             ),
             CatalogError::UnknownCategory(_) => {
@@ -56,7 +58,7 @@ impl From<CatalogError> for Status {
             }
             CatalogError::Contended(id) => errors::domain_error(
                 Code::Aborted,
-                "CONCURRENT_UPDATE",
+                ErrorReason::ConcurrentUpdate,
                 format!("product {id} changed while it was being updated; try again"),
             ),
             CatalogError::Database(err) => errors::internal(err),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use shopmesh_platform::auth::Caller;
-use shopmesh_platform::errors::{self, FieldViolations, domain_error};
+use shopmesh_platform::errors::{self, ErrorReason, FieldViolations, domain_error};
 use shopmesh_platform::paging;
 use shopmesh_platform::stock::StockView;
 use shopmesh_proto::shop::recommendation::v1 as pb;
@@ -48,14 +48,14 @@ impl From<TrainError> for Status {
         match err {
             TrainError::Busy => domain_error(
                 Code::Aborted,
-                "TRAINING_IN_PROGRESS",
+                ErrorReason::TrainingInProgress,
                 "a training run is already going; retry later",
             ),
             TrainError::Catalog(err) => {
                 tracing::warn!(error = %err, "training refused: no catalog");
                 domain_error(
                     Code::Unavailable,
-                    "CATALOG_UNAVAILABLE",
+                    ErrorReason::CatalogUnavailable,
                     "the catalog cannot be read now; retry later",
                 )
             }
@@ -120,7 +120,10 @@ impl RecommendationApi {
                 category: product.category_id,
                 root: catalog.root_of(product.category_id),
             }),
-            Ok(None) => Err(errors::not_found("product", &id.to_string())),
+            Ok(None) => Err(errors::not_found(
+                ErrorReason::ProductNotFound,
+                &id.to_string(),
+            )),
             Err(err) => {
                 tracing::warn!(error = %err, product_id = %id, "cannot look a product up; serving best sellers");
                 Ok(Subject::Unsure)
@@ -389,7 +392,7 @@ impl RecommendationService for RecommendationApi {
         let model = self.model().ok_or_else(|| {
             domain_error(
                 Code::NotFound,
-                "MODEL_NOT_FOUND",
+                ErrorReason::ModelNotFound,
                 "no model has been trained yet",
             )
         })?;

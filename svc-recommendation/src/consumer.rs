@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::store::{self, OrderRecord, PurchaseLine};
 
-pub const ORDER_TOPIC: &str = "shop.order.events";
+pub const ORDER_TOPIC: &str = shopmesh_proto::topics::ORDER_EVENTS;
 /// The topics consumed.
 pub const TOPICS: &[&str] = &[ORDER_TOPIC];
 

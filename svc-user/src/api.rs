@@ -1,7 +1,7 @@
 //! The UserService gRPC API: proto ↔ profiles and address books.
 
 use shopmesh_platform::auth::{Caller, ServiceCaller};
-use shopmesh_platform::errors::{self, FieldViolations};
+use shopmesh_platform::errors::{self, ErrorReason, FieldViolations};
 use shopmesh_platform::paging;
 use shopmesh_proto::shop::user::v1::user_service_server::UserService;
 use shopmesh_proto::shop::user::v1::{
@@ -37,7 +37,7 @@ impl UserApi {
             .await
             .map_err(errors::internal)?
             .map(Into::into)
-            .ok_or_else(|| errors::not_found("user", &user_id.to_string()))
+            .ok_or_else(|| errors::not_found(ErrorReason::UserNotFound, &user_id.to_string()))
     }
 }
 
@@ -45,11 +45,15 @@ impl UserApi {
 impl From<StoreError> for Status {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::ProfileNotFound(user_id) => errors::not_found("user", &user_id.to_string()),
-            StoreError::AddressNotFound(id) => errors::not_found("address", &id.to_string()),
+            StoreError::ProfileNotFound(user_id) => {
+                errors::not_found(ErrorReason::UserNotFound, &user_id.to_string())
+            }
+            StoreError::AddressNotFound(id) => {
+                errors::not_found(ErrorReason::AddressNotFound, &id.to_string())
+            }
             StoreError::AddressBookFull => errors::domain_error(
                 Code::FailedPrecondition,
-                "ADDRESS_BOOK_FULL",
+                ErrorReason::AddressBookFull,
                 format!(
                     "the address book already holds {} addresses; delete one first",
                     address::MAX_ADDRESSES
@@ -268,7 +272,7 @@ impl UserService for UserApi {
             .user_address(user_id, address_id)
             .await
             .map_err(errors::internal)?
-            .ok_or_else(|| errors::not_found("address", &request.address_id))?;
+            .ok_or_else(|| errors::not_found(ErrorReason::AddressNotFound, &request.address_id))?;
         Ok(Response::new(GetUserAddressResponse {
             address: Some(address.into()),
         }))

@@ -652,7 +652,13 @@ mod tests {
     fn a_group_stalls_when_the_same_work_waits_with_no_partition_here() {
         let start = std::time::Instant::now();
         let at = |secs: u64| start + Duration::from_secs(secs);
-        let waiting = |offset: i64| Some(vec![("shop.payment.events".to_owned(), 0, offset)]);
+        let waiting = |offset: i64| {
+            Some(vec![(
+                shopmesh_proto::topics::PAYMENT_EVENTS.to_owned(),
+                0,
+                offset,
+            )])
+        };
         let mut watch = StallWatch::default();
         assert!(!watch.observe(at(0), waiting(7)));
         assert!(!watch.observe(at(10), waiting(7)));

@@ -32,7 +32,7 @@ use uuid::Uuid;
 pub use sms::SmsServer;
 pub use smtp::SmtpServer;
 
-pub const ORDER_TOPIC: &str = "shop.order.events";
+pub const ORDER_TOPIC: &str = shopmesh_proto::topics::ORDER_EVENTS;
 
 /// A signed-in shopper with a profile in svc-user.
 #[derive(Clone)]
