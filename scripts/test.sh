@@ -95,6 +95,14 @@ openapi() {
   openapi-spec-validator "$WORK/openapi.json"
 }
 
+# No binary links the test kit: it is a dev-dependency only (issue #13).
+no_test_kit_in_binaries() {
+  local linked
+  linked=$(cargo tree --workspace --exclude shopmesh-testkit --edges normal,build --prefix none --format '{p}' --quiet |
+    grep -c '^shopmesh-testkit ' || true)
+  ((linked == 0)) || { err "a binary depends on shopmesh-testkit outside [dev-dependencies]"; return 1; }
+}
+
 shell_scripts() {
   # -S warning: real bugs fail the build, style notes do not.
   shellcheck -x -S warning scripts/*.sh .ci/run
@@ -106,6 +114,7 @@ run_step "buf lint" buf lint
 run_step "shellcheck scripts/*.sh .ci/run" shell_scripts
 run_step "cargo clippy --workspace --all-targets -- -D warnings" \
   cargo clippy --workspace --all-targets -- -D warnings
+run_step "no test kit in the binaries (cargo tree)" no_test_kit_in_binaries
 if [[ $mode == all ]]; then
   run_step "dependencies (scripts/infra.sh)" infra
   run_step "drop leftover test databases" drop_test_databases

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shopmesh_platform::auth::{StaticKeySource, TokenVerifier};
-use shopmesh_platform::testing::TestIdentity;
+use shopmesh_testkit::TestIdentity;
 
 #[tokio::main]
 async fn main() {

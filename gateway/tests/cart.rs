@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::body::Body;
 use http::{Request, StatusCode};
 use serde_json::{Value, json};
-use shopmesh_platform::testing::{TestIdentity, TestService};
+use shopmesh_testkit::{TestIdentity, TestService};
 use support::{Reply, Stack, gateway};
 
 struct Shop {

@@ -12,7 +12,7 @@ use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use shopmesh_platform::auth::{GrpcKeySource, SessionStore, TokenVerifier};
 use shopmesh_platform::settings::Env;
-use shopmesh_platform::testing::{TestService, redis_url};
+use shopmesh_testkit::{TestService, redis_url};
 use tower::ServiceExt as _;
 
 use gateway::settings::{Cors, GatewaySettings};

@@ -11,7 +11,7 @@ use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
-use shopmesh_platform::testing::{TestIdentity, TestService};
+use shopmesh_testkit::{TestIdentity, TestService};
 use tower::ServiceExt as _;
 use uuid::Uuid;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
-use shopmesh_platform::testing::TestIdentity;
+use shopmesh_testkit::TestIdentity;
 use tower::ServiceExt as _;
 
 #[tokio::test]

@@ -8,7 +8,7 @@ mod support;
 
 use axum::body::Body;
 use http::{Request, StatusCode};
-use shopmesh_platform::testing::TestService;
+use shopmesh_testkit::TestService;
 use support::{Reply, Stack};
 use uuid::Uuid;
 

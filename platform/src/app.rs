@@ -7,7 +7,7 @@
 //!
 //! A service crate provides a [`ServiceSpec`] and an async `build` function from
 //! a [`Context`] to a [`GrpcServer`] with its services added; its `main.rs` is
-//! one call to [`main`]. Tests call the same `build` through `testing::spawn`.
+//! one call to [`main`]. Tests call the same `build` through `shopmesh_testkit::TestService::spawn`.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -10,6 +10,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
+use crate::backoff::Backoff;
 use crate::settings::DatabaseSettings;
 
 /// SQLSTATE for "database already exists": another replica won the race.
@@ -94,15 +95,15 @@ where
         listener.listen(channel).await?;
         Ok(listener)
     }
-    const MAX_BACKOFF: Duration = Duration::from_secs(10);
+    const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let mut listener = listen(db, channel).await?;
     let db = db.clone();
     Ok(tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(100);
+        let mut failures = 0;
         loop {
             match listener.try_recv().await {
                 Ok(Some(notification)) => {
-                    backoff = Duration::from_millis(100);
+                    failures = 0;
                     deliver(Some(notification.payload()));
                 }
                 Ok(None) => {
@@ -113,8 +114,8 @@ where
                 Err(err) => {
                     tracing::warn!(channel, error = %err, "LISTEN failed; reconnecting");
                     loop {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        failures += 1;
+                        tokio::time::sleep(RECONNECT.jittered(failures)).await;
                         match listen(&db, channel).await {
                             Ok(fresh) => {
                                 listener = fresh;
@@ -131,4 +132,131 @@ where
             }
         }
     }))
+}
+
+/// What a [`ChangeFeed`] tells one subscriber.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change<T> {
+    /// One change, as its notification's payload said.
+    Changed(T),
+    /// Changes may have been missed: the LISTEN connection was re-established,
+    /// a payload was unreadable, or this subscriber fell more than the feed's
+    /// capacity behind. Read the current state again.
+    Resync,
+    /// The process is shutting down: end the stream.
+    Closing,
+}
+
+/// One LISTEN channel fanned out to every stream of the process that follows
+/// it (order watches, stock watches, notification feeds): one database
+/// connection for them all, whatever their number. Clones share the feed.
+///
+/// A subscriber reads the state itself and takes a change only as a hint of
+/// what to read next, so a [`Change::Resync`] (re-read everything it follows)
+/// loses nothing; subscribing before the first read means a change committed
+/// in between is seen twice rather than never.
+#[derive(Clone, Debug)]
+pub struct ChangeFeed<T> {
+    /// `None`: resync.
+    changes: tokio::sync::broadcast::Sender<Option<T>>,
+    closing: tokio_util::sync::CancellationToken,
+}
+
+impl<T: Clone + Send + 'static> ChangeFeed<T> {
+    /// LISTENs on `channel` (see [`relay_notifications`]) and relays each
+    /// payload, read by `parse` (`None`: unreadable, a resync), to the
+    /// subscribers; at most `capacity` changes wait for a slow one. Returns
+    /// once LISTEN is in place. Subscribers are told [`Change::Closing`] once
+    /// `closing` is cancelled.
+    pub async fn listen<P>(
+        db: &PgPool,
+        channel: &'static str,
+        capacity: usize,
+        parse: P,
+        closing: tokio_util::sync::CancellationToken,
+    ) -> sqlx::Result<Self>
+    where
+        P: Fn(&str) -> Option<T> + Send + 'static,
+    {
+        let feed = Self::detached(capacity, closing);
+        let changes = feed.changes.clone();
+        relay_notifications(db, channel, move |payload| {
+            // Nobody subscribed is fine.
+            let _ = changes.send(payload.and_then(&parse));
+        })
+        .await?;
+        Ok(feed)
+    }
+
+    /// A feed nothing relays into, for tests that [`ChangeFeed::send`] themselves.
+    pub fn detached(capacity: usize, closing: tokio_util::sync::CancellationToken) -> Self {
+        let (changes, _) = tokio::sync::broadcast::channel(capacity);
+        Self { changes, closing }
+    }
+
+    /// Tells every subscriber `change` (`None`: resync), as the relay does.
+    pub fn send(&self, change: Option<T>) {
+        let _ = self.changes.send(change);
+    }
+
+    /// Follows the changes from now on.
+    pub fn subscribe(&self) -> Subscription<T> {
+        Subscription {
+            changes: self.changes.subscribe(),
+            closing: self.closing.clone(),
+        }
+    }
+}
+
+/// One subscriber of a [`ChangeFeed`].
+#[derive(Debug)]
+pub struct Subscription<T> {
+    changes: tokio::sync::broadcast::Receiver<Option<T>>,
+    closing: tokio_util::sync::CancellationToken,
+}
+
+impl<T: Clone> Subscription<T> {
+    /// The next change; [`Change::Closing`] from shutdown on.
+    pub async fn next(&mut self) -> Change<T> {
+        use tokio::sync::broadcast::error::RecvError;
+        tokio::select! {
+            biased;
+            () = self.closing.cancelled() => Change::Closing,
+            received = self.changes.recv() => match received {
+                Ok(Some(change)) => Change::Changed(change),
+                Ok(None) | Err(RecvError::Lagged(_)) => Change::Resync,
+                // Every sender gone: nothing more will come before shutdown.
+                Err(RecvError::Closed) => {
+                    self.closing.cancelled().await;
+                    Change::Closing
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_feed_tells_changes_resyncs_lag_and_closing() {
+        let closing = tokio_util::sync::CancellationToken::new();
+        let feed = ChangeFeed::detached(2, closing.clone());
+        let mut early = feed.subscribe();
+        let mut slow = feed.subscribe();
+        feed.send(Some(1));
+        feed.send(None);
+        assert_eq!(early.next().await, Change::Changed(1));
+        assert_eq!(early.next().await, Change::Resync);
+        feed.send(Some(2));
+        // `slow` missed the first of three with room for two.
+        assert_eq!(slow.next().await, Change::Resync);
+        assert_eq!(slow.next().await, Change::Resync);
+        assert_eq!(slow.next().await, Change::Changed(2));
+        closing.cancel();
+        feed.send(Some(3));
+        assert_eq!(early.next().await, Change::Closing);
+        assert_eq!(feed.subscribe().next().await, Change::Closing);
+    }
 }

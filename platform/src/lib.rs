@@ -5,6 +5,7 @@
 pub mod access;
 pub mod app;
 pub mod auth;
+pub mod backoff;
 pub mod clients;
 pub mod db;
 pub mod errors;
@@ -18,7 +19,6 @@ pub mod settings;
 pub mod shutdown;
 pub mod stock;
 pub mod telemetry;
-pub mod testing;
 pub mod tracing_context;
 
 pub use app::{Context, ServiceSpec};

@@ -31,14 +31,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+use crate::backoff::Backoff;
 use crate::clients::LazyChannel;
 
 /// WatchStock's limit of SKUs per stream.
 pub const MAX_SKUS_PER_WATCH: usize = 100;
 /// How often the groups are re-derived without a [`StockFollower::resync`].
 const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
-const FIRST_RETRY: Duration = Duration::from_millis(250);
-const MAX_RETRY: Duration = Duration::from_secs(30);
+const RETRY: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
 /// Levels that arrive together are handed to the sink in one call, up to this many.
 const MAX_LEVELS_PER_BATCH: usize = 500;
 
@@ -222,14 +222,16 @@ async fn follow_group<S: StockSink>(
     mut client: InventoryServiceClient<Channel>,
     sink: S,
 ) {
-    let mut pause = FIRST_RETRY;
+    let mut failures = 0;
     let mut failing = false;
     loop {
         let mut delivered = false;
         let outcome = follow_once(&skus, &mut client, &sink, &mut delivered).await;
         if delivered {
-            pause = FIRST_RETRY;
+            failures = 0;
         }
+        failures += 1;
+        let pause = RETRY.jittered(failures);
         match outcome {
             Ok(()) => tracing::debug!("stock stream ended; reconnecting"),
             Err(err) if failing && !delivered => {
@@ -244,8 +246,7 @@ async fn follow_group<S: StockSink>(
                 );
             }
         }
-        tokio::time::sleep(jittered(pause)).await;
-        pause = (pause * 2).min(MAX_RETRY);
+        tokio::time::sleep(pause).await;
     }
 }
 
@@ -284,12 +285,6 @@ async fn follow_once<S: StockSink>(
         }
     }
     Ok(())
-}
-
-/// 50–150 % of `pause`, so that many streams do not reconnect in lockstep.
-fn jittered(pause: Duration) -> Duration {
-    let fraction = (uuid::Uuid::new_v4().as_u128() % 1_000) as f64 / 1_000.0;
-    pause.mul_f64(0.5 + fraction)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -455,14 +450,6 @@ mod tests {
         let level = StockLevel::from(stock);
         assert_eq!(level.available, 0);
         assert_eq!(level.updated_at.timestamp(), 1_767_225_600);
-    }
-
-    #[test]
-    fn jitter_stays_within_half_and_one_and_a_half() {
-        for _ in 0..100 {
-            let pause = jittered(Duration::from_secs(2));
-            assert!(pause >= Duration::from_secs(1) && pause <= Duration::from_secs(3));
-        }
     }
 
     #[test]

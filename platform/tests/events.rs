@@ -28,7 +28,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 /// Settings with a client id of its own (so replay groups never collide).
 fn settings() -> EventsSettings {
     EventsSettings::for_brokers(
-        &shopmesh_platform::testing::kafka_brokers(),
+        &shopmesh_testkit::kafka_brokers(),
         &format!("events-test-{}", uuid::Uuid::now_v7().simple()),
     )
 }
@@ -42,7 +42,7 @@ async fn new_topic(settings: &EventsSettings) -> String {
 
 /// A fresh database with the events tables and a table the test handler writes.
 async fn fresh_pool() -> PgPool {
-    let url = shopmesh_platform::testing::fresh_database_url();
+    let url = shopmesh_testkit::fresh_database_url();
     shopmesh_platform::db::ensure_database(&url).await.unwrap();
     let pool = PgPool::connect(&url).await.unwrap();
     events::migrate(&pool).await.unwrap();

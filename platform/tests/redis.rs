@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use shopmesh_platform::settings::{RedisSettings, Secret};
-use shopmesh_platform::testing::free_port;
+use shopmesh_testkit::free_port;
 
 struct Server {
     port: u16,

@@ -9,7 +9,7 @@ use shopmesh_platform::auth::{
     AuthError, SessionStore, SigningKey, StaticKeySource, TokenVerifier,
 };
 use shopmesh_platform::settings::{Env, RedisSettings};
-use shopmesh_platform::testing::{TestIdentity, redis_url};
+use shopmesh_testkit::{TestIdentity, redis_url};
 
 async fn sessions() -> SessionStore {
     let settings = RedisSettings::from_env(&Env::from_pairs([("REDIS_URL", redis_url())])).unwrap();

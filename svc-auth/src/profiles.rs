@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use shopmesh_platform::auth::ServiceCredentials;
+use shopmesh_platform::backoff::Backoff;
 use shopmesh_platform::clients::lazy_channel;
 use shopmesh_proto::shop::user::v1::CreateProfileRequest;
 use shopmesh_proto::shop::user::v1::user_service_client::UserServiceClient;
@@ -32,13 +33,6 @@ pub struct ProfileSync {
     store: Store,
     client: Client,
     max_backoff: Duration,
-}
-
-/// The wait before the attempt after `attempts` failed ones: 1 s, 2 s, 4 s, …
-/// up to `max`.
-pub fn backoff(attempts: i32, max: Duration) -> Duration {
-    let doublings = attempts.saturating_sub(1).clamp(0, 20) as u32;
-    FIRST_BACKOFF.saturating_mul(1 << doublings).min(max)
 }
 
 impl ProfileSync {
@@ -72,7 +66,8 @@ impl ProfileSync {
                 self.store.profile_created(profile.user_id).await
             }
             Err(status) => {
-                let retry_in = backoff(profile.attempts, self.max_backoff);
+                let retry_in = Backoff::new(FIRST_BACKOFF, self.max_backoff)
+                    .jittered(profile.attempts.try_into().unwrap_or(0));
                 tracing::warn!(
                     user_id = %profile.user_id,
                     attempts = profile.attempts,
@@ -129,19 +124,5 @@ impl ProfileSync {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let max = Duration::from_secs(300);
-        let waits: Vec<u64> = (1..=10).map(|n| backoff(n, max).as_secs()).collect();
-        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]);
-        assert_eq!(backoff(1_000, max), max);
-        assert_eq!(backoff(0, max).as_secs(), 1);
     }
 }

@@ -513,7 +513,7 @@ async fn two_admins_revoking_each_other_at_once_leave_one() {
 async fn bootstrap_admin_emails_promote_existing_accounts_at_start() {
     use shopmesh_platform::app::{ServiceSettings, start as start_app};
     use shopmesh_platform::settings::Env;
-    use shopmesh_platform::testing::{INTERNAL_TOKEN, redis_url, server_url};
+    use shopmesh_testkit::{INTERNAL_TOKEN, redis_url, server_url};
 
     let mut h = start(&[]).await;
     let email = unique_email("promoted");

@@ -10,8 +10,8 @@ mod support;
 use std::time::Duration;
 
 use shopmesh_platform::events::EnvelopeExt as _;
-use shopmesh_platform::testing::{INTERNAL_TOKEN, wait_for_events};
 use shopmesh_proto::shop::events::v1::UserRegistered;
+use shopmesh_testkit::{INTERNAL_TOKEN, wait_for_events};
 use support::{
     FakeUserService, eventually, free_port, register, start, start_with_user_url, unique_email,
 };

@@ -8,14 +8,14 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use shopmesh_platform::testing::{
-    TestIdentity, free_port, refused_start, service_command, sigterm, wait_until_serving,
-    with_bearer,
-};
 use shopmesh_proto::shop::cart::v1::cart_service_client::CartServiceClient;
 use shopmesh_proto::shop::cart::v1::{CheckoutRequest, CreateCartRequest};
 use shopmesh_proto::shop::payment::v1::PaymentMethod;
 use shopmesh_proto::shop::payment::v1::payment_method::Method;
+use shopmesh_testkit::{
+    TestIdentity, free_port, refused_start, service_command, sigterm, wait_until_serving,
+    with_bearer,
+};
 use tonic::Code;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_svc-cart");

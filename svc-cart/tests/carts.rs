@@ -215,10 +215,7 @@ async fn bad_requests_are_refused_naming_the_field() {
     let err = client.get_cart(get("mine")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     let err = client
-        .get_cart(shopmesh_platform::testing::with_bearer(
-            get("mine"),
-            "not.a.token",
-        ))
+        .get_cart(shopmesh_testkit::with_bearer(get("mine"), "not.a.token"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);

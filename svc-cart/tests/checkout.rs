@@ -15,13 +15,13 @@ use std::time::Duration;
 
 use fred::prelude::KeysInterface;
 use shopmesh_demo::SeedProduct;
-use shopmesh_platform::testing::TestService;
 use shopmesh_proto::shop::cart::v1::{AddCartItemRequest, Cart, CheckoutRequest, GetCartRequest};
 use shopmesh_proto::shop::order::v1::{Order, OrderStatus};
 use shopmesh_proto::shop::payment::v1::PaymentMethod;
 use shopmesh_proto::shop::payment::v1::payment_method::Method;
 use shopmesh_proto::shop::user::v1::user_service_client::UserServiceClient;
 use shopmesh_proto::shop::user::v1::{Address, CreateAddressRequest, CreateProfileRequest};
+use shopmesh_testkit::TestService;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;

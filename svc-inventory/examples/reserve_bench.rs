@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use shopmesh_platform::auth::ServiceCredentials;
 use shopmesh_platform::settings::Secret;
-use shopmesh_platform::testing::{INTERNAL_TOKEN, TestService};
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_proto::shop::inventory::v1::{ReservationLine, ReserveStockRequest};
+use shopmesh_testkit::{INTERNAL_TOKEN, TestService};
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -55,12 +55,11 @@ impl InventorySettings {
 /// they do not hold a draining server open and their clients reconnect to
 /// another replica.
 pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
-    let shutdown = ctx.shutdown.clone().cancelled_owned();
     let settings = InventorySettings::from_env(&ctx.env)?;
     if settings.seed_demo_stock {
         store::seed_if_empty(&ctx.db, &shopmesh_demo::demo_catalog()).await?;
     }
-    let watch = watch::StockWatch::start(&ctx.db, shutdown).await?;
+    let watch = watch::StockWatch::start(&ctx.db, ctx.shutdown.clone()).await?;
     let reservations = Reservations::new(ctx.db.clone());
     sweeper::spawn(reservations.clone(), settings.sweep_every);
     let api = api::InventoryApi::new(store::Store::new(ctx.db), reservations, watch);

@@ -2,8 +2,8 @@
 //! every transaction that changes a stock row; PostgreSQL delivers the
 //! notification only when that transaction commits, in commit order, to the
 //! listeners of every replica. Each process keeps one LISTEN connection and
-//! relays what it hears into a tokio broadcast channel; every WatchStock stream
-//! picks its SKUs out of it.
+//! fans what it hears out to its streams (`platform::db::ChangeFeed`); every
+//! WatchStock stream picks its SKUs out of it.
 //!
 //! A stream that falls behind the channel, or a relay that lost its connection
 //! (and so may have missed notifications), answers with a fresh snapshot of the
@@ -11,32 +11,22 @@
 //! never goes back to an older level than one it already sent.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use futures::future::BoxFuture;
 use serde::Deserialize;
+use shopmesh_platform::db::{Change, ChangeFeed, Subscription};
 use sqlx::PgPool;
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::stock::StockLevel;
 
 /// The notification channel the `stock_announce` trigger sends on.
 pub const CHANNEL: &str = "inventory_stock";
-/// Signals a stream may fall behind by before it resynchronises.
+/// Changes a stream may fall behind by before it resynchronises.
 const CAPACITY: usize = 1024;
-
-/// What the relay tells the streams.
-#[derive(Clone, Debug)]
-enum Signal {
-    /// A committed change: the SKU's levels after it.
-    Level(Arc<StockLevel>),
-    /// Notifications may have been missed: read the levels again.
-    Resync,
-}
 
 /// How a watch ends other than by the client leaving.
 #[derive(Debug, thiserror::Error)]
@@ -54,38 +44,18 @@ pub type Snapshot =
 /// The process-wide hub the WatchStock streams subscribe to.
 #[derive(Clone)]
 pub struct StockWatch {
-    signals: broadcast::Sender<Signal>,
-    closing: watch::Receiver<bool>,
+    /// Each committed change: the SKU's levels after it.
+    feed: ChangeFeed<Arc<StockLevel>>,
 }
 
 impl StockWatch {
     /// LISTENs on `db` (holding one of its connections for good) and starts
     /// relaying until the pool closes. Returns once LISTEN is in place, so every
     /// change committed afterwards reaches the streams. The streams end when
-    /// `closing` resolves (the binary passes its shutdown signal).
-    pub async fn start(
-        db: &PgPool,
-        closing: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<Self> {
-        let (watch, close) = Self::detached(CAPACITY);
-        let signals = watch.signals.clone();
-        // No stream listening is fine; a gap in listening makes them resynchronise.
-        shopmesh_platform::db::relay_notifications(db, CHANNEL, move |payload| {
-            let _ = signals.send(signal_of(payload));
-        })
-        .await?;
-        tokio::spawn(async move {
-            closing.await;
-            let _ = close.send(true);
-        });
-        Ok(watch)
-    }
-
-    /// A hub nobody relays into yet; the sender closes its streams.
-    fn detached(capacity: usize) -> (Self, watch::Sender<bool>) {
-        let (signals, _) = broadcast::channel(capacity);
-        let (close, closing) = watch::channel(false);
-        (Self { signals, closing }, close)
+    /// `closing` is cancelled (the binary passes its shutdown).
+    pub async fn start(db: &PgPool, closing: CancellationToken) -> anyhow::Result<Self> {
+        let feed = ChangeFeed::listen(db, CHANNEL, CAPACITY, level_of, closing).await?;
+        Ok(Self { feed })
     }
 
     /// The levels of `skus` (distinct, in the order to send them): the current
@@ -100,8 +70,7 @@ impl StockWatch {
         let watcher = Watcher {
             wanted: skus.iter().cloned().collect(),
             skus,
-            signals: self.signals.subscribe(),
-            closing: self.closing.clone(),
+            changes: self.feed.subscribe(),
             snapshot,
             sent: HashMap::new(),
             queue: VecDeque::new(),
@@ -136,16 +105,13 @@ impl From<Announcement> for StockLevel {
     }
 }
 
-/// What a notification (`None`: maybe some were missed) tells the streams.
-fn signal_of(payload: Option<&str>) -> Signal {
-    let Some(payload) = payload else {
-        return Signal::Resync;
-    };
+/// The levels a notification announces (`None`, a resync, when unreadable).
+fn level_of(payload: &str) -> Option<Arc<StockLevel>> {
     match serde_json::from_str::<Announcement>(payload) {
-        Ok(announcement) => Signal::Level(Arc::new(announcement.into())),
+        Ok(announcement) => Some(Arc::new(announcement.into())),
         Err(err) => {
             tracing::warn!(error = %err, "unreadable stock announcement");
-            Signal::Resync
+            None
         }
     }
 }
@@ -155,8 +121,7 @@ struct Watcher {
     /// Distinct SKUs in the order they were asked for.
     skus: Vec<String>,
     wanted: HashSet<String>,
-    signals: broadcast::Receiver<Signal>,
-    closing: watch::Receiver<bool>,
+    changes: Subscription<Arc<StockLevel>>,
     snapshot: Snapshot,
     /// The version last sent per SKU.
     sent: HashMap<String, i64>,
@@ -186,17 +151,13 @@ impl Watcher {
                 }
                 continue;
             }
-            tokio::select! {
-                biased;
-                () = closed(&mut self.closing) => {
+            match self.changes.next().await {
+                Change::Closing => {
                     self.done = true;
                     return Some(Err(WatchEnd::ShuttingDown));
                 }
-                signal = self.signals.recv() => match signal {
-                    Ok(Signal::Level(level)) => self.enqueue_change(&level),
-                    Ok(Signal::Resync) | Err(RecvError::Lagged(_)) => self.resync = true,
-                    Err(RecvError::Closed) => self.done = true,
-                },
+                Change::Changed(level) => self.enqueue_change(&level),
+                Change::Resync => self.resync = true,
             }
         }
     }
@@ -226,13 +187,6 @@ impl Watcher {
             self.sent.insert(level.sku.clone(), level.version);
             self.queue.push_back(level.clone());
         }
-    }
-}
-
-/// Resolves once the hub closes; never, if its closer is gone without closing.
-async fn closed(closing: &mut watch::Receiver<bool>) {
-    if closing.wait_for(|closing| *closing).await.is_err() {
-        std::future::pending::<()>().await;
     }
 }
 
@@ -275,8 +229,15 @@ mod tests {
         (rows, reads, snapshot)
     }
 
+    /// A hub nobody relays into; cancelling the token closes its streams.
+    fn detached(capacity: usize) -> (StockWatch, CancellationToken) {
+        let close = CancellationToken::new();
+        let feed = ChangeFeed::detached(capacity, close.clone());
+        (StockWatch { feed }, close)
+    }
+
     fn send(watch: &StockWatch, level: StockLevel) {
-        watch.signals.send(Signal::Level(Arc::new(level))).unwrap();
+        watch.feed.send(Some(Arc::new(level)));
     }
 
     async fn next(
@@ -292,7 +253,7 @@ mod tests {
 
     #[tokio::test]
     async fn current_levels_first_then_newer_changes_of_watched_skus_only() {
-        let (watch, _close) = StockWatch::detached(16);
+        let (watch, _close) = detached(16);
         let (_, _, snapshot) = table(&[level("B", 2, 1), level("A", 1, 1)]);
         let mut stream =
             Box::pin(watch.watch(vec!["A".into(), "B".into(), "NEW".into()], snapshot));
@@ -312,7 +273,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_that_lags_gets_a_fresh_snapshot_and_carries_on() {
-        let (watch, _close) = StockWatch::detached(4);
+        let (watch, _close) = detached(4);
         let (rows, reads, snapshot) = table(&[level("A", 100, 1)]);
         let mut stream = Box::pin(watch.watch(vec!["A".into()], snapshot));
         assert_eq!(next(&mut stream).await, ("A".into(), 100));
@@ -333,22 +294,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_resync_signal_rereads_the_levels() {
-        let (watch, _close) = StockWatch::detached(16);
+        let (watch, _close) = detached(16);
         let (rows, _, snapshot) = table(&[level("A", 1, 1)]);
         let mut stream = Box::pin(watch.watch(vec!["A".into()], snapshot));
         assert_eq!(next(&mut stream).await, ("A".into(), 1));
         *rows.lock().unwrap() = vec![level("A", 4, 3)];
-        watch.signals.send(Signal::Resync).unwrap();
+        watch.feed.send(None);
         assert_eq!(next(&mut stream).await, ("A".into(), 4));
     }
 
     #[tokio::test]
     async fn closing_the_hub_ends_every_stream() {
-        let (watch, close) = StockWatch::detached(16);
+        let (watch, close) = detached(16);
         let (_, _, snapshot) = table(&[level("A", 1, 1)]);
         let mut stream = Box::pin(watch.watch(vec!["A".into()], snapshot));
         assert_eq!(next(&mut stream).await, ("A".into(), 1));
-        close.send(true).unwrap();
+        close.cancel();
         assert!(matches!(
             stream.next().await,
             Some(Err(WatchEnd::ShuttingDown))

@@ -7,11 +7,9 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use shopmesh_platform::testing::{
-    free_port, refused_start, service_command, sigterm, wait_until_serving,
-};
 use shopmesh_proto::shop::inventory::v1::WatchStockRequest;
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
+use shopmesh_testkit::{free_port, refused_start, service_command, sigterm, wait_until_serving};
 use tonic::Code;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_svc-inventory");

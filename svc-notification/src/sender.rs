@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use shopmesh_platform::backoff::Backoff;
 use shopmesh_platform::db::relay_notifications;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -40,15 +41,15 @@ pub struct Sender {
     pub max_backoff: Duration,
 }
 
-/// The wait after the `attempts`-th failed attempt: 1 s, 2 s, 4 s, … up to `max`.
 /// How long a notification waits for its recipient's profile to exist before
 /// it fails: longer than svc-auth takes to create it after a registration,
 /// even across a short svc-user outage.
 const PROFILE_GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
 
-pub fn backoff(attempts: i32, max: Duration) -> Duration {
-    let doublings = attempts.saturating_sub(1).clamp(0, 20) as u32;
-    FIRST_BACKOFF.saturating_mul(1 << doublings).min(max)
+/// The wait before the attempt after `attempts` failed ones: 1 s doubling,
+/// at most `max`, jittered.
+fn backoff(attempts: i32, max: Duration) -> Duration {
+    Backoff::new(FIRST_BACKOFF, max).jittered(attempts.try_into().unwrap_or(0))
 }
 
 impl Sender {
@@ -194,19 +195,4 @@ impl Sender {
 fn outcome(channel: &'static str, outcome: &'static str) {
     metrics::counter!("notifications_sent_total", "channel" => channel, "outcome" => outcome)
         .increment(1);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let max = Duration::from_secs(10);
-        assert_eq!(backoff(1, max), Duration::from_secs(1));
-        assert_eq!(backoff(2, max), Duration::from_secs(2));
-        assert_eq!(backoff(4, max), Duration::from_secs(8));
-        assert_eq!(backoff(5, max), max);
-        assert_eq!(backoff(1000, max), max);
-    }
 }

@@ -1,17 +1,15 @@
 //! WatchMyNotifications on every replica. Each notification that becomes
 //! final `pg_notify`s [`SETTLED_CHANNEL`] with its user id in the settling
-//! transaction; each process keeps one LISTEN connection and relays the ids
-//! into a broadcast channel. Streams read from the table by `settled_seq`, not
+//! transaction; each process keeps one LISTEN connection and fans the ids out
+//! to its streams (`platform::db::ChangeFeed`). Streams read from the table by `settled_seq`, not
 //! from the notification, so a lagging stream or a reconnecting relay misses
 //! nothing: it reads again from where it was.
 
 use std::collections::VecDeque;
 
 use futures::Stream;
-use shopmesh_platform::db::relay_notifications;
+use shopmesh_platform::db::{Change, ChangeFeed, Subscription};
 use sqlx::PgPool;
-use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -19,13 +17,6 @@ use crate::store::{Notification, SETTLED_CHANNEL, Store, StoreError};
 
 const CAPACITY: usize = 1024;
 const PAGE: i64 = 100;
-
-#[derive(Clone, Copy, Debug)]
-enum Signal {
-    Settled(Uuid),
-    /// Notifications may have been missed: everyone reads again.
-    Resync,
-}
 
 /// How a watch ends other than by the client leaving.
 #[derive(Debug, thiserror::Error)]
@@ -38,25 +29,17 @@ pub enum WatchEnd {
 
 #[derive(Clone)]
 pub struct NotificationWatch {
-    signals: broadcast::Sender<Signal>,
-    shutdown: CancellationToken,
+    /// The users whose notifications settle.
+    feed: ChangeFeed<Uuid>,
 }
 
 impl NotificationWatch {
     /// LISTENs (one pooled connection for good) and relays until the pool
     /// closes; streams end when `shutdown` is cancelled.
     pub async fn start(db: &PgPool, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let (signals, _) = broadcast::channel(CAPACITY);
-        let relay = signals.clone();
-        relay_notifications(db, SETTLED_CHANNEL, move |payload| {
-            let signal = payload
-                .and_then(|p| Uuid::parse_str(p).ok())
-                .map_or(Signal::Resync, Signal::Settled);
-            // No stream listening is fine.
-            let _ = relay.send(signal);
-        })
-        .await?;
-        Ok(Self { signals, shutdown })
+        let parse = |id: &str| Uuid::parse_str(id).ok();
+        let feed = ChangeFeed::listen(db, SETTLED_CHANNEL, CAPACITY, parse, shutdown).await?;
+        Ok(Self { feed })
     }
 
     /// `user_id`'s notifications as they become final: first those settled
@@ -70,8 +53,7 @@ impl NotificationWatch {
     ) -> Result<impl Stream<Item = Result<Notification, WatchEnd>> + Send + 'static, WatchEnd> {
         let mut follower = Follower {
             user_id,
-            signals: self.signals.subscribe(),
-            shutdown: self.shutdown.clone(),
+            changes: self.feed.subscribe(),
             store,
             pending: VecDeque::new(),
             last_seq: 0,
@@ -87,8 +69,7 @@ impl NotificationWatch {
 
 struct Follower {
     user_id: Uuid,
-    signals: broadcast::Receiver<Signal>,
-    shutdown: CancellationToken,
+    changes: Subscription<Uuid>,
     store: Store,
     pending: VecDeque<Notification>,
     /// The newest settled position sent (or skipped as before the start).
@@ -105,22 +86,18 @@ impl Follower {
             if let Some(n) = self.pending.pop_front() {
                 return Some(Ok(n));
             }
-            tokio::select! {
-                biased;
-                () = self.shutdown.cancelled() => {
+            match self.changes.next().await {
+                Change::Closing => {
                     self.done = true;
                     return Some(Err(WatchEnd::ShuttingDown));
                 }
-                signal = self.signals.recv() => match signal {
-                    Ok(Signal::Settled(id)) if id != self.user_id => {}
-                    Ok(_) | Err(RecvError::Lagged(_)) => {
-                        if let Err(err) = self.catch_up().await {
-                            self.done = true;
-                            return Some(Err(err));
-                        }
+                Change::Changed(id) if id != self.user_id => {}
+                Change::Changed(_) | Change::Resync => {
+                    if let Err(err) = self.catch_up().await {
+                        self.done = true;
+                        return Some(Err(err));
                     }
-                    Err(RecvError::Closed) => self.done = true,
-                },
+                }
             }
         }
     }

@@ -7,12 +7,12 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use shopmesh_platform::testing::{
+use shopmesh_proto::shop::notification::v1::WatchMyNotificationsRequest;
+use shopmesh_proto::shop::notification::v1::notification_service_client::NotificationServiceClient;
+use shopmesh_testkit::{
     TestIdentity, free_port, fresh_database_url, service_command, sigterm, wait_until_serving,
     with_bearer,
 };
-use shopmesh_proto::shop::notification::v1::WatchMyNotificationsRequest;
-use shopmesh_proto::shop::notification::v1::notification_service_client::NotificationServiceClient;
 use tonic::Code;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_svc-notification");

@@ -16,8 +16,8 @@ use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use shopmesh_platform::events::{EventEnvelope, header};
-use shopmesh_platform::testing::{Record, TestBroker, free_port, read_topic, service_command};
 use shopmesh_proto::shop::notification::v1 as pb;
+use shopmesh_testkit::{Record, TestBroker, free_port, read_topic, service_command};
 use support::{Fixture, ORDER_TOPIC, Shopper, eventually, order_confirmed, produce_on};
 use uuid::Uuid;
 

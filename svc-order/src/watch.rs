@@ -1,21 +1,20 @@
 //! Following orders as they change, on every replica. Each status change
 //! `pg_notify`s `order_status` with the order id in its own transaction, so
 //! PostgreSQL delivers it on commit to every listening process. Each process
-//! keeps one LISTEN connection (`platform::db::relay_notifications`) and
-//! relays the ids into a tokio broadcast channel.
+//! keeps one LISTEN connection and fans the ids out to its streams
+//! (`platform::db::ChangeFeed`).
 //!
 //! Streams read what changed from `order_status_history`, not from the
 //! notification: a stream that lags, or a relay that reconnects, reads the
 //! history again from where it was and misses no status.
 
-use std::future::Future;
 use std::time::Duration;
 
 use futures::Stream;
+use shopmesh_platform::db::{Change, ChangeFeed, Subscription};
 use sqlx::PgPool;
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::order::{Order, OrderError, OrderStatus, StatusChange};
@@ -24,13 +23,6 @@ use crate::store::{CHANNEL, Store};
 const CAPACITY: usize = 1024;
 /// Waiting RPCs also look again this often, in case a notification was lost.
 const RECHECK: Duration = Duration::from_millis(500);
-
-#[derive(Clone, Copy, Debug)]
-enum Signal {
-    Changed(Uuid),
-    /// Notifications may have been missed.
-    Resync,
-}
 
 /// How a watch ends other than by the order settling or the client leaving.
 #[derive(Debug, thiserror::Error)]
@@ -43,38 +35,19 @@ pub enum WatchEnd {
     Store(#[from] OrderError),
 }
 
+/// The ids of the orders that change, for every watch of the process.
 #[derive(Clone)]
 pub struct OrderWatch {
-    signals: broadcast::Sender<Signal>,
-    closing: watch::Receiver<bool>,
+    feed: ChangeFeed<Uuid>,
 }
 
 impl OrderWatch {
     /// LISTENs (holding one pooled connection for good) and relays until the
-    /// pool closes; streams end when `closing` resolves.
-    pub async fn start(
-        db: &PgPool,
-        closing: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<Self> {
-        let (signals, _) = broadcast::channel(CAPACITY);
-        let (close, closed) = watch::channel(false);
-        let relayed = signals.clone();
-        // No stream listening is fine; a gap in listening makes everyone look again.
-        shopmesh_platform::db::relay_notifications(db, CHANNEL, move |payload| {
-            let signal = payload
-                .and_then(|id| Uuid::parse_str(id).ok())
-                .map_or(Signal::Resync, Signal::Changed);
-            let _ = relayed.send(signal);
-        })
-        .await?;
-        tokio::spawn(async move {
-            closing.await;
-            let _ = close.send(true);
-        });
-        Ok(Self {
-            signals,
-            closing: closed,
-        })
+    /// pool closes; streams end when `closing` is cancelled.
+    pub async fn start(db: &PgPool, closing: CancellationToken) -> anyhow::Result<Self> {
+        let parse = |id: &str| Uuid::parse_str(id).ok();
+        let feed = ChangeFeed::listen(db, CHANNEL, CAPACITY, parse, closing).await?;
+        Ok(Self { feed })
     }
 
     /// The order once its status is one `done` accepts, or as it stands at `until`.
@@ -85,7 +58,7 @@ impl OrderWatch {
         until: Instant,
         done: fn(OrderStatus) -> bool,
     ) -> Result<Order, OrderError> {
-        let mut signals = self.signals.subscribe();
+        let mut changes = self.feed.subscribe();
         loop {
             let order = store
                 .order(order_id)
@@ -96,9 +69,10 @@ impl OrderWatch {
             }
             let wake = async {
                 loop {
-                    match signals.recv().await {
-                        Ok(Signal::Changed(id)) if id != order_id => continue,
-                        Err(RecvError::Closed) => std::future::pending::<()>().await,
+                    match changes.next().await {
+                        Change::Changed(id) if id != order_id => continue,
+                        // The deadline still ends the wait.
+                        Change::Closing => std::future::pending::<()>().await,
                         _ => return,
                     }
                 }
@@ -121,8 +95,7 @@ impl OrderWatch {
     ) -> impl Stream<Item = Result<Order, WatchEnd>> + Send + 'static {
         let follower = Follower {
             order_id,
-            signals: self.signals.subscribe(),
-            closing: self.closing.clone(),
+            changes: self.feed.subscribe(),
             store,
             pending: std::collections::VecDeque::new(),
             last_seq: None,
@@ -136,8 +109,7 @@ impl OrderWatch {
 
 struct Follower {
     order_id: Uuid,
-    signals: broadcast::Receiver<Signal>,
-    closing: watch::Receiver<bool>,
+    changes: Subscription<Uuid>,
     store: Store,
     pending: std::collections::VecDeque<Order>,
     /// The newest history entry sent; `None` before the first read.
@@ -165,22 +137,18 @@ impl Follower {
                 }
                 return Some(Ok(order));
             }
-            tokio::select! {
-                biased;
-                () = closed(&mut self.closing) => {
+            match self.changes.next().await {
+                Change::Closing => {
                     self.done = true;
                     return Some(Err(WatchEnd::ShuttingDown));
                 }
-                signal = self.signals.recv() => match signal {
-                    Ok(Signal::Changed(id)) if id != self.order_id => {}
-                    Ok(_) | Err(RecvError::Lagged(_)) => {
-                        if let Err(err) = self.catch_up().await {
-                            self.done = true;
-                            return Some(Err(err));
-                        }
+                Change::Changed(id) if id != self.order_id => {}
+                Change::Changed(_) | Change::Resync => {
+                    if let Err(err) = self.catch_up().await {
+                        self.done = true;
+                        return Some(Err(err));
                     }
-                    Err(RecvError::Closed) => self.done = true,
-                },
+                }
             }
         }
     }
@@ -226,10 +194,4 @@ fn as_of(order: &Order, change: &StatusChange) -> Order {
     order.status_reason = change.reason.clone();
     order.updated_at = change.changed_at;
     order
-}
-
-async fn closed(closing: &mut watch::Receiver<bool>) {
-    if closing.wait_for(|closing| *closing).await.is_err() {
-        std::future::pending::<()>().await;
-    }
 }

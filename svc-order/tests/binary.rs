@@ -7,12 +7,12 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use shopmesh_platform::testing::{
+use shopmesh_proto::shop::order::v1::order_service_client::OrderServiceClient;
+use shopmesh_proto::shop::order::v1::{OrderStatus, WatchOrderRequest};
+use shopmesh_testkit::{
     TestIdentity, free_port, fresh_database_url, refused_start, service_command, sigterm,
     wait_until_serving, with_bearer,
 };
-use shopmesh_proto::shop::order::v1::order_service_client::OrderServiceClient;
-use shopmesh_proto::shop::order::v1::{OrderStatus, WatchOrderRequest};
 use tonic::Code;
 use uuid::Uuid;
 

@@ -14,8 +14,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use shopmesh_platform::events;
-use shopmesh_platform::testing::{Record, TestBroker, read_topic};
 use shopmesh_proto::shop::order::v1::{Order, OrderStatus};
+use shopmesh_testkit::{Record, TestBroker, read_topic};
 use sqlx::PgPool;
 use support::{APPROVED, Shop, User, checkout, stocked_products};
 use uuid::Uuid;

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use shopmesh_platform::events::{EnvelopeExt as _, EventEnvelope};
-use shopmesh_platform::testing::wait_for_events;
 use shopmesh_proto::shop::events::v1::{OrderConfirmed, OrderFailed, PaymentCaptured};
 use shopmesh_proto::shop::order::v1::{ListMyOrdersRequest, OrderStatus};
 use shopmesh_proto::shop::payment::v1::PaymentStatus;
+use shopmesh_testkit::wait_for_events;
 use support::{APPROVED, DECLINED, Shop, checkout, reason, statuses, stocked_products};
 use tonic::Code;
 

@@ -18,12 +18,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use shopmesh_platform::testing::{
-    free_port, fresh_database_url, service_command, wait_until_serving,
-};
 use shopmesh_proto::shop::order::v1::CreateOrderRequest;
 use shopmesh_proto::shop::order::v1::order_service_client::OrderServiceClient;
 use shopmesh_proto::shop::payment::v1::PaymentStatus;
+use shopmesh_testkit::{free_port, fresh_database_url, service_command, wait_until_serving};
 use sqlx::PgPool;
 use support::{APPROVED, InternalOrderClient, Shop, User, checkout, credentials, stocked_products};
 use tonic::transport::Channel;

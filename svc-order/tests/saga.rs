@@ -381,12 +381,8 @@ async fn checkout_succeeds_with_the_broker_down_and_its_events_follow_when_it_re
     // The broker is back (for svc-order: a process that can reach it).
     let payment_url = shop.payment.endpoint();
     shop.restart_order(&payment_url).await;
-    let events = shopmesh_platform::testing::wait_for_events(
-        shopmesh_proto::topics::ORDER_EVENTS,
-        &order.id,
-        2,
-    )
-    .await;
+    let events =
+        shopmesh_testkit::wait_for_events(shopmesh_proto::topics::ORDER_EVENTS, &order.id, 2).await;
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(
         types,

@@ -17,8 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use shopmesh_platform::settings::Secret;
-use shopmesh_platform::testing::TestService;
 use shopmesh_proto::shop::payment::v1::{PaymentStatus, TransactionStatus};
+use shopmesh_testkit::TestService;
 use support::*;
 use svc_payment::payment::{MethodInput, Money};
 use svc_payment::provider::http::HttpProvider;
@@ -479,9 +479,7 @@ async fn tokenizing_keeps_brand_and_last_four() {
 #[tokio::test]
 async fn the_service_runs_on_the_http_provider() {
     let (server, url) = Server::start().await;
-    let identity = shopmesh_platform::testing::TestIdentity::start()
-        .await
-        .unwrap();
+    let identity = shopmesh_testkit::TestIdentity::start().await.unwrap();
     let service = TestService::spawn(
         &svc_payment::SPEC,
         &[
@@ -497,7 +495,7 @@ async fn the_service_runs_on_the_http_provider() {
     .unwrap();
     let credentials = shopmesh_platform::auth::ServiceCredentials::new(
         "svc-order",
-        &Secret::new(shopmesh_platform::testing::INTERNAL_TOKEN.to_owned()),
+        &Secret::new(shopmesh_testkit::INTERNAL_TOKEN.to_owned()),
     )
     .unwrap();
     let mut client =

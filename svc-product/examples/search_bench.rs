@@ -28,9 +28,9 @@ use common::stock_like_the_demo;
 
 use shopmesh_platform::app::{ServiceSettings, prepare};
 use shopmesh_platform::settings::Env;
-use shopmesh_platform::testing::{self, TestService};
 use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_proto::shop::product::v1::{SearchOrder, SearchProductsRequest};
+use shopmesh_testkit::TestService;
 use sqlx::PgPool;
 use tonic::transport::server::TcpIncoming;
 
@@ -247,13 +247,13 @@ fn report(label: &str, result: Run) {
 /// svc-product on a fresh database, hosted by a bare tonic server whose
 /// accepted connections have TCP_NODELAY. Returns its URL and a pool.
 async fn bare_server(extra: &[(&str, &str)]) -> (String, PgPool) {
-    let database_url = testing::fresh_database_url();
+    let database_url = shopmesh_testkit::fresh_database_url();
     let mut env = Env::from_pairs([
         ("DATABASE_URL", database_url.as_str()),
         ("GRPC_ADDR", "127.0.0.1:0"),
         ("METRICS_ADDR", "127.0.0.1:0"),
-        ("REDIS_URL", testing::redis_url().as_str()),
-        ("INTERNAL_SERVICE_TOKEN", testing::INTERNAL_TOKEN),
+        ("REDIS_URL", shopmesh_testkit::redis_url().as_str()),
+        ("INTERNAL_SERVICE_TOKEN", shopmesh_testkit::INTERNAL_TOKEN),
     ]);
     for (name, value) in extra {
         env = env.with(name, *value);

@@ -26,6 +26,7 @@ use std::time::Duration;
 use fred::bytes::Bytes;
 use fred::prelude::{KeysInterface, LuaInterface, Value};
 use prost::Message;
+use shopmesh_platform::backoff::Backoff;
 use shopmesh_platform::metrics::cache_lookup;
 use shopmesh_proto::shop::product::v1::Product;
 use uuid::Uuid;
@@ -370,14 +371,15 @@ where
 {
     tokio::spawn(async move {
         let started = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(200);
+        let retry = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let mut failures = 0;
         while started.elapsed() < deadline {
-            tokio::time::sleep(pause).await;
+            failures += 1;
+            tokio::time::sleep(retry.jittered(failures)).await;
             match attempt().await {
                 Ok(()) => return,
                 Err(err) => tracing::debug!(error = %err, "cache invalidation retry failed"),
             }
-            pause = (pause * 2).min(Duration::from_secs(5));
         }
         tracing::warn!(
             "gave up retrying a cache invalidation; stale entries expire with their TTL"
@@ -437,7 +439,7 @@ mod tests {
     async fn connected(ttl: Duration) -> ProductCache {
         let env = shopmesh_platform::settings::Env::from_pairs([(
             "REDIS_URL",
-            shopmesh_platform::testing::redis_url(),
+            shopmesh_testkit::redis_url(),
         )]);
         let settings = shopmesh_platform::settings::RedisSettings::from_env(&env).unwrap();
         let redis = shopmesh_platform::redis::connect(&settings).await.unwrap();

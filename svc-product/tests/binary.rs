@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use shopmesh_platform::testing::{free_port, service_command, sigterm, wait_until_serving};
+use shopmesh_testkit::{free_port, service_command, sigterm, wait_until_serving};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_svc-product");
 

@@ -84,7 +84,7 @@ async fn reads_are_cached_and_never_stale_after_an_admin_change() {
         &shopmesh_platform::settings::RedisSettings::from_env(
             &shopmesh_platform::settings::Env::from_pairs([(
                 "REDIS_URL",
-                shopmesh_platform::testing::redis_url(),
+                shopmesh_testkit::redis_url(),
             )]),
         )
         .unwrap(),

@@ -17,6 +17,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use shopmesh_platform::backoff::{Backoff, jitter};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -26,8 +27,7 @@ use crate::model::{Model, TrainParams};
 use crate::snapshot::{self, SnapshotError};
 use crate::store::{self, MODEL_CHANNEL, Store, StoreError};
 
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-const MAX_RETRY: Duration = Duration::from_secs(60);
+const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 /// The longest pause between two looks at whether a training is due.
 const MAX_CHECK: Duration = Duration::from_secs(60);
 
@@ -183,7 +183,7 @@ impl Trainer {
     pub fn run(&self, interval: Duration, shutdown: CancellationToken) {
         let trainer = self.clone();
         tokio::spawn(async move {
-            let mut retry = FIRST_RETRY;
+            let mut failures = 0;
             loop {
                 let serving = trainer.inner.cell.current().is_some();
                 let due = match trainer.inner.store.newest_model().await {
@@ -194,7 +194,7 @@ impl Trainer {
                         false
                     }
                 };
-                let mut pause = jittered(interval.min(MAX_CHECK));
+                let mut pause = jitter(interval.min(MAX_CHECK));
                 if due {
                     let (trigger, fresh_for) = if serving {
                         (Trigger::Schedule, Some(interval))
@@ -202,16 +202,16 @@ impl Trainer {
                         (Trigger::Start, None)
                     };
                     match trainer.train_unless_fresh(trigger, fresh_for).await {
-                        Ok(_) | Err(TrainError::Busy) => retry = FIRST_RETRY,
+                        Ok(_) | Err(TrainError::Busy) => failures = 0,
                         Err(err) => {
+                            failures += 1;
+                            pause = RETRY.jittered(failures);
                             tracing::warn!(
                                 error = format!("{err:#}"),
-                                retry_in_s = retry.as_secs(),
+                                retry_in_s = pause.as_secs(),
                                 trigger = trigger.as_str(),
                                 "training failed; trying again"
                             );
-                            pause = retry;
-                            retry = (retry * 2).min(MAX_RETRY);
                         }
                     }
                 }
@@ -239,7 +239,7 @@ impl Trainer {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = announced.notified() => {}
-                    () = tokio::time::sleep(jittered(poll)) => {}
+                    () = tokio::time::sleep(jitter(poll)) => {}
                 }
                 if let Err(err) = trainer.load_newer().await {
                     tracing::warn!(error = %err, "cannot load the newest model");
@@ -397,12 +397,6 @@ fn report(model: &Model) {
 
 fn age(at: chrono::DateTime<Utc>) -> Duration {
     (Utc::now() - at).to_std().unwrap_or_default()
-}
-
-/// 80–120 % of `pause`, so replicas do not look in lockstep.
-fn jittered(pause: Duration) -> Duration {
-    let fraction = (uuid::Uuid::new_v4().as_u128() % 1_000) as f64 / 1_000.0;
-    pause.mul_f64(0.8 + 0.4 * fraction)
 }
 
 #[cfg(test)]

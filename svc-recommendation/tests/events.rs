@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use shopmesh_platform::testing::{TestService, produce_event, skip_to_end};
+use shopmesh_testkit::{TestService, produce_event, skip_to_end};
 use support::*;
 use uuid::Uuid;
 

@@ -400,9 +400,7 @@ async fn the_demo_history_is_seeded_once_and_trained_at_first_start() {
 
 #[tokio::test]
 async fn without_a_model_lists_are_empty_and_model_info_is_not_found() {
-    let identity = shopmesh_platform::testing::TestIdentity::start()
-        .await
-        .unwrap();
+    let identity = shopmesh_testkit::TestIdentity::start().await.unwrap();
     // No catalog to train from: the service serves, without a model.
     let service = spawn_recommendation(
         &identity.auth_url,

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use shopmesh_platform::backoff::Backoff;
 use shopmesh_platform::metrics::cache_lookup;
 use uuid::Uuid;
 
@@ -22,8 +23,7 @@ use crate::store::{ProfileRecord, Store};
 
 /// The `cache` label of this cache's hit and miss counters.
 const CACHE_NAME: &str = "profile";
-const RETRY_FIRST_DELAY: Duration = Duration::from_millis(50);
-const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
+const RETRY: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
 
 #[derive(Clone)]
 pub struct Profiles {
@@ -92,9 +92,10 @@ impl Profiles {
     /// remain.
     async fn settle(&self, profile: ProfileRecord) {
         let give_up = Instant::now() + self.cache.ttl() + Duration::from_secs(60);
-        let mut delay = RETRY_FIRST_DELAY;
+        let mut failures = 0;
         loop {
-            tokio::time::sleep(delay).await;
+            failures += 1;
+            tokio::time::sleep(RETRY.jittered(failures)).await;
             match self.cache.write_through(&profile).await {
                 Ok(_) => {
                     tracing::info!(user_id = %profile.user_id, "profile cache settled");
@@ -104,7 +105,7 @@ impl Profiles {
                     tracing::warn!(error = %err, "giving up the profile write-through");
                     break;
                 }
-                Err(_) => delay = (delay * 2).min(RETRY_MAX_DELAY),
+                Err(_) => {}
             }
         }
         self.mark_unsettled(profile.user_id, false);

@@ -372,11 +372,9 @@ async fn a_user_without_a_profile_yet_gets_user_not_found() {
 
 #[tokio::test]
 async fn a_cache_ttl_outside_5_to_60_minutes_stops_the_start_naming_the_variable() {
-    let identity = shopmesh_platform::testing::TestIdentity::start()
-        .await
-        .unwrap();
+    let identity = shopmesh_testkit::TestIdentity::start().await.unwrap();
     for bad in ["60", "7200", "soon"] {
-        let result = shopmesh_platform::testing::TestService::spawn(
+        let result = shopmesh_testkit::TestService::spawn(
             &svc_user::SPEC,
             &[
                 ("AUTH_GRPC_URL", identity.auth_url.as_str()),

@@ -10,7 +10,7 @@ use http_body_util::BodyExt as _;
 use serde_json::Value;
 use shopmesh_platform::auth::{GrpcKeySource, TokenVerifier};
 use shopmesh_platform::settings::Env;
-use shopmesh_platform::testing::{TestIdentity, TestService};
+use shopmesh_testkit::{TestIdentity, TestService};
 use tower::ServiceExt as _;
 
 use gateway::settings::{Cors, GatewaySettings};

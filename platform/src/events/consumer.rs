@@ -19,6 +19,7 @@ use tracing::Instrument as _;
 use super::envelope::EnvelopeExt as _;
 use super::kafka::{self, copy_headers, dlq_topic, header};
 use super::{EventsError, EventsSettings};
+use crate::backoff::Backoff;
 use crate::tracing_context::CallContext;
 
 /// How a consumer group applies an event.
@@ -92,8 +93,7 @@ pub struct EventConsumer<H> {
     topics: Vec<String>,
     handler: Arc<H>,
     max_attempts: u32,
-    backoff_initial: Duration,
-    backoff_max: Duration,
+    backoff: Backoff,
     lag_interval: Duration,
     inbox_retention: Duration,
 }
@@ -130,8 +130,7 @@ impl<H: EventHandler> EventConsumer<H> {
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             handler: Arc::new(handler),
             max_attempts: settings.max_attempts.max(1),
-            backoff_initial: Duration::from_millis(200),
-            backoff_max: Duration::from_secs(10),
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
             lag_interval: Duration::from_secs(10),
             inbox_retention: Duration::from_secs(14 * 24 * 3600),
         }
@@ -145,8 +144,7 @@ impl<H: EventHandler> EventConsumer<H> {
 
     /// Delay before the first retry, doubled per attempt up to `max`.
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.backoff_initial = initial;
-        self.backoff_max = max.max(initial);
+        self.backoff = Backoff::new(initial, max.max(initial));
         self
     }
 
@@ -317,12 +315,12 @@ impl<H: EventHandler> EventConsumer<H> {
                             .dead_letter(producer, message, &err.to_string(), attempt, shutdown)
                             .await;
                     }
-                    backoff(self.backoff_initial, self.backoff_max, attempt)
+                    self.backoff.jittered(attempt)
                 }
                 Failure::Database(err) => {
                     database_failures += 1;
                     tracing::warn!(group = %self.group, error = %err, "database unavailable for the inbox; retrying");
-                    backoff(self.backoff_initial, self.backoff_max, database_failures)
+                    self.backoff.jittered(database_failures)
                 }
             };
             tokio::select! {
@@ -457,17 +455,10 @@ impl<H: EventHandler> EventConsumer<H> {
             }
             tokio::select! {
                 () = shutdown.cancelled() => return Outcome::Interrupted,
-                () = tokio::time::sleep(backoff(self.backoff_initial, self.backoff_max, failures)) => {}
+                () = tokio::time::sleep(self.backoff.jittered(failures)) => {}
             }
         }
     }
-}
-
-/// `initial * 2^(attempt-1)`, at most `max`.
-fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
-    initial
-        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
-        .min(max)
 }
 
 /// How long this member may hold no partition while the group's work waits
@@ -637,16 +628,6 @@ fn consumer_lag(consumer: &StreamConsumer, group: &str) -> Result<(), rdkafka::e
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let (initial, max) = (Duration::from_millis(100), Duration::from_secs(1));
-        assert_eq!(backoff(initial, max, 1), Duration::from_millis(100));
-        assert_eq!(backoff(initial, max, 2), Duration::from_millis(200));
-        assert_eq!(backoff(initial, max, 4), Duration::from_millis(800));
-        assert_eq!(backoff(initial, max, 5), max);
-        assert_eq!(backoff(initial, max, 100), max);
-    }
 
     #[test]
     fn a_group_stalls_when_the_same_work_waits_with_no_partition_here() {

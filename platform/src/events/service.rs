@@ -17,9 +17,9 @@ use super::{
     ensure_topics,
 };
 use crate::app::Context;
+use crate::backoff::Backoff;
 
-const FIRST_RETRY: Duration = Duration::from_millis(500);
-const MAX_RETRY: Duration = Duration::from_secs(30);
+const RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 
 /// Writes an event with `payload` about the aggregate `aggregate_type`/`aggregate_id`
 /// to `topic`, inside the caller's transaction (pass `&mut *tx`), after the
@@ -86,7 +86,7 @@ async fn topics_ready(
     shutdown: &CancellationToken,
 ) -> bool {
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let mut pause = FIRST_RETRY;
+    let mut failures = 0;
     let mut warned = false;
     loop {
         let attempt = tokio::select! {
@@ -96,6 +96,7 @@ async fn topics_ready(
         match attempt {
             Ok(()) => return true,
             Err(err) => {
+                failures += 1;
                 if !warned {
                     tracing::warn!(error = %err, topics = ?names, "cannot create topics yet; retrying while the broker is away");
                     warned = true;
@@ -104,8 +105,7 @@ async fn topics_ready(
         }
         tokio::select! {
             () = shutdown.cancelled() => return false,
-            () = tokio::time::sleep(pause) => {}
+            () = tokio::time::sleep(RETRY.jittered(failures)) => {}
         }
-        pause = (pause * 2).min(MAX_RETRY);
     }
 }

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use shopmesh_platform::testing::{INTERNAL_TOKEN, TestService};
 use shopmesh_proto::shop::auth::v1::auth_service_client::AuthServiceClient;
 use shopmesh_proto::shop::auth::v1::{
     LoginRequest, RefreshTokenRequest, RegisterRequest, RegisterResponse, TokenPair,
@@ -19,6 +18,7 @@ use shopmesh_proto::shop::auth::v1::{
 };
 use shopmesh_proto::shop::user::v1::user_service_server::{UserService, UserServiceServer};
 use shopmesh_proto::shop::user::v1::{CreateProfileRequest, CreateProfileResponse, Profile};
+use shopmesh_testkit::{INTERNAL_TOKEN, TestService};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -85,7 +85,7 @@ pub fn random_client_ip() -> String {
 }
 
 pub fn bearer<T>(message: T, access_token: &str) -> Request<T> {
-    shopmesh_platform::testing::with_bearer(message, access_token)
+    shopmesh_testkit::with_bearer(message, access_token)
 }
 
 pub fn internal<T>(message: T) -> Request<T> {

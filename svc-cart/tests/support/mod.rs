@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use shopmesh_demo::SeedProduct;
 use shopmesh_platform::settings::{RedisSettings, Secret};
-use shopmesh_platform::testing::{TestIdentity, TestService, redis_url, with_bearer};
 use shopmesh_proto::shop::cart::v1::cart_service_client::CartServiceClient;
 use shopmesh_proto::shop::cart::v1::{
     AddCartItemRequest, Cart, CartLine, CreateCartRequest, GetCartRequest,
@@ -20,6 +19,7 @@ use shopmesh_proto::shop::inventory::v1::SetStockRequest;
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_proto::shop::product::v1::{DeleteProductRequest, Product, UpdateProductRequest};
+use shopmesh_testkit::{TestIdentity, TestService, redis_url, with_bearer};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 use tonic_types::StatusExt;
@@ -308,4 +308,4 @@ where
 }
 
 #[allow(unused_imports)] // not every test file reads metrics
-pub use shopmesh_platform::testing::metric;
+pub use shopmesh_testkit::metric;

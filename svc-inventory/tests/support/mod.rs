@@ -11,14 +11,12 @@ use std::time::Duration;
 use shopmesh_platform::app::ServiceSettings;
 use shopmesh_platform::auth::ServiceCredentials;
 use shopmesh_platform::settings::{Env, Secret};
-use shopmesh_platform::testing::{
-    INTERNAL_TOKEN, TestIdentity, TestService, redis_url, server_url,
-};
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_proto::shop::inventory::v1::{
     AdjustStockRequest, CommitReservationRequest, GetStockRequest, ReleaseReservationRequest,
     Reservation, ReservationLine, ReserveStockRequest, SetStockRequest, Stock,
 };
+use shopmesh_testkit::{INTERNAL_TOKEN, TestIdentity, TestService, redis_url, server_url};
 use sqlx::PgPool;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -46,7 +44,7 @@ pub struct User {
 impl User {
     /// `message` with this user's bearer token, as the gateway forwards it.
     pub fn request<T>(&self, message: T) -> Request<T> {
-        shopmesh_platform::testing::with_bearer(message, &self.token)
+        shopmesh_testkit::with_bearer(message, &self.token)
     }
 }
 

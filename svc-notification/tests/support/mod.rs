@@ -11,20 +11,20 @@ pub mod smtp;
 use shopmesh_platform::auth::ServiceCredentials;
 use shopmesh_platform::events::{Event, EventEnvelope};
 use shopmesh_platform::settings::Secret;
-use shopmesh_platform::testing::{
+use shopmesh_testkit::{
     INTERNAL_TOKEN, TestIdentity, TestService, kafka_brokers, skip_to_end_on, with_bearer,
 };
 // Each test file uses some of these.
-#[allow(unused_imports)]
-pub use shopmesh_platform::testing::{
-    eventually, free_port, produce_event as produce, produce_event_on as produce_on,
-};
 use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::events::v1::{OrderConfirmed, OrderLine};
 use shopmesh_proto::shop::notification::v1 as pb;
 use shopmesh_proto::shop::notification::v1::notification_service_client::NotificationServiceClient;
 use shopmesh_proto::shop::user::v1::user_service_client::UserServiceClient;
 use shopmesh_proto::shop::user::v1::{CreateProfileRequest, Profile, UpdateMyProfileRequest};
+#[allow(unused_imports)]
+pub use shopmesh_testkit::{
+    eventually, free_port, produce_event as produce, produce_event_on as produce_on,
+};
 use tonic::Request;
 use tonic::transport::Channel;
 use uuid::Uuid;

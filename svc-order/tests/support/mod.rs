@@ -15,7 +15,6 @@ use std::time::Duration;
 use shopmesh_demo::SeedProduct;
 use shopmesh_platform::auth::ServiceCredentials;
 use shopmesh_platform::settings::Secret;
-use shopmesh_platform::testing::{INTERNAL_TOKEN, TestIdentity, TestService, with_bearer};
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_proto::shop::inventory::v1::{GetStockRequest, SetStockRequest, Stock};
 use shopmesh_proto::shop::order::v1::order_service_client::OrderServiceClient;
@@ -28,6 +27,7 @@ use shopmesh_proto::shop::payment::v1::payment_service_server::{
     PaymentService, PaymentServiceServer,
 };
 use shopmesh_proto::shop::payment::v1::{self as payment, ListOrderPaymentsRequest, Payment};
+use shopmesh_testkit::{INTERNAL_TOKEN, TestIdentity, TestService, with_bearer};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};

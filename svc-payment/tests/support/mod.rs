@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 
 use shopmesh_platform::auth::ServiceCredentials;
 use shopmesh_platform::settings::Secret;
-use shopmesh_platform::testing::{INTERNAL_TOKEN, TestIdentity, TestService, with_bearer};
 use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::payment::v1::payment_method::Method;
 use shopmesh_proto::shop::payment::v1::payment_service_client::PaymentServiceClient;
@@ -18,6 +17,7 @@ use shopmesh_proto::shop::payment::v1::{
     AuthorizePaymentRequest, CapturePaymentRequest, Payment, PaymentMethod, RefundPaymentRequest,
     VoidPaymentRequest,
 };
+use shopmesh_testkit::{INTERNAL_TOKEN, TestIdentity, TestService, with_bearer};
 use svc_payment::provider::simulated::SimulatedNetwork;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;

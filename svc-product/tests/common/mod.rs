@@ -4,11 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
-use shopmesh_platform::testing::{TestIdentity, TestService};
 use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_proto::shop::product::v1::{
     ListProductsRequest, Product, SearchProductsRequest, SearchProductsResponse,
 };
+use shopmesh_testkit::{TestIdentity, TestService};
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
@@ -49,7 +49,7 @@ pub async fn token(identity: &TestIdentity, roles: &[&str]) -> String {
 
 /// `message` with `authorization: Bearer <token>`.
 pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
-    shopmesh_platform::testing::with_bearer(message, token)
+    shopmesh_testkit::with_bearer(message, token)
 }
 
 #[allow(unused_imports)] // not every test file asks for it

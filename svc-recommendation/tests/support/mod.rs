@@ -9,7 +9,6 @@
 use prost::Message as _;
 use shopmesh_demo::SeedProduct;
 use shopmesh_platform::events::{Event, EventEnvelope};
-use shopmesh_platform::testing::{TestIdentity, TestService, with_bearer};
 use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::events::v1::{OrderConfirmed, OrderLine, OrderRefunded};
 use shopmesh_proto::shop::inventory::v1::SetStockRequest;
@@ -18,11 +17,12 @@ use shopmesh_proto::shop::product::v1::DeleteProductRequest;
 use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_proto::shop::recommendation::v1 as pb;
 use shopmesh_proto::shop::recommendation::v1::recommendation_service_client::RecommendationServiceClient;
+use shopmesh_testkit::{TestIdentity, TestService, with_bearer};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 use uuid::Uuid;
 
-pub use shopmesh_platform::testing::eventually;
+pub use shopmesh_testkit::eventually;
 
 pub type Client = RecommendationServiceClient<Channel>;
 

@@ -8,12 +8,12 @@
 use fred::prelude::{Client, KeysInterface};
 use shopmesh_platform::auth::ServiceCredentials;
 use shopmesh_platform::settings::{Env, RedisSettings, Secret};
-use shopmesh_platform::testing::{INTERNAL_TOKEN, TestIdentity, TestService, redis_url};
 use shopmesh_proto::shop::user::v1::user_service_client::UserServiceClient;
 use shopmesh_proto::shop::user::v1::{
     Address, CreateAddressRequest, CreateProfileRequest, GetMyProfileRequest, GetProfileRequest,
     Profile,
 };
+use shopmesh_testkit::{INTERNAL_TOKEN, TestIdentity, TestService, redis_url};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
@@ -42,7 +42,7 @@ pub struct Shopper {
 impl Shopper {
     /// `message` with this user's bearer token, as the gateway forwards it.
     pub fn request<T>(&self, message: T) -> Request<T> {
-        shopmesh_platform::testing::with_bearer(message, &self.token)
+        shopmesh_testkit::with_bearer(message, &self.token)
     }
 }
 
