@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::body::Body;
 use http::{Request, StatusCode};
 use serde_json::{Value, json};
-use shopmesh_testkit::{TestIdentity, TestService};
+use shopmesh_testkit::{Catalog, StockFeed, TestIdentity, TestService};
 use support::{Reply, Stack, gateway};
 
 struct Shop {
@@ -24,18 +24,10 @@ struct Shop {
 async fn shop() -> Shop {
     let identity = TestIdentity::start().await.unwrap();
     let auth = ("AUTH_GRPC_URL", identity.auth_url.as_str());
-    let inventory = TestService::spawn(&svc_inventory::SPEC, &[auth], svc_inventory::build)
-        .await
-        .unwrap();
-    let inventory_url = inventory.endpoint();
-    let product = TestService::spawn(
-        &svc_product::SPEC,
-        &[auth, ("INVENTORY_GRPC_URL", inventory_url.as_str())],
-        svc_product::build,
-    )
-    .await
-    .unwrap();
-    let product_url = product.endpoint();
+    let Catalog {
+        inventory, product, ..
+    } = Catalog::start(&identity, StockFeed::Followed, &[]).await;
+    let (inventory_url, product_url) = (inventory.endpoint(), product.endpoint());
     let cart = TestService::spawn(
         &svc_cart::SPEC,
         &[

@@ -39,6 +39,10 @@ pub struct ServiceSpec {
     pub metrics_port: u16,
     /// The service's migrations (`sqlx::migrate!()` in the service crate).
     pub migrator: &'static Migrator,
+    /// Checks the service's own settings (its `settings.rs`), before anything
+    /// starts or connects: a bad value exits with status 2 naming the variable,
+    /// as one of the common settings does. `build` reads them again.
+    pub check_settings: fn(&Env) -> Result<(), SettingsError>,
 }
 
 /// Settings every service has.
@@ -136,7 +140,9 @@ where
     F: Future<Output = anyhow::Result<GrpcServer>>,
 {
     let env = Env::process();
-    let settings = match ServiceSettings::from_env(spec, &env) {
+    let checked = ServiceSettings::from_env(spec, &env)
+        .and_then(|settings| (spec.check_settings)(&env).map(|()| settings));
+    let settings = match checked {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("{}: {err}", spec.name);

@@ -38,6 +38,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     grpc_port: 50051,
     metrics_port: 9101,
     migrator: &MIGRATOR,
+    check_settings: |env| AuthServiceSettings::from_env(env).map(drop),
 };
 
 /// Builds the service on a prepared context: makes sure signing keys exist,

@@ -9,12 +9,5 @@ static ALLOCATOR: shopmesh_platform::Allocator = shopmesh_platform::Allocator;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // svc-auth's own settings are checked before anything starts, like the
-    // common ones: a bad value exits with status 2 naming the variable.
-    let env = shopmesh_platform::settings::Env::process();
-    if let Err(err) = svc_auth::settings::AuthServiceSettings::from_env(&env) {
-        eprintln!("{}: {err}", svc_auth::SPEC.name);
-        return ExitCode::from(2);
-    }
     shopmesh_platform::app::main(&svc_auth::SPEC, svc_auth::build).await
 }

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
+use shopmesh_testkit::assert_bad_setting_refused;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_svc-auth");
 
@@ -16,14 +16,6 @@ fn a_bad_setting_stops_the_binary_naming_the_variable() {
         ("BOOTSTRAP_ADMIN_EMAILS", "root"),
         ("LOGIN_MAX_FAILURES_PER_CLIENT", "-1"),
     ] {
-        let output = Command::new(BINARY)
-            .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/never_used")
-            .env("INTERNAL_SERVICE_TOKEN", "a-long-enough-service-token")
-            .env(name, value)
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(2), "{name}={value}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(name), "{name}: {stderr}");
+        assert_bad_setting_refused(BINARY, &[], (name, value));
     }
 }

@@ -37,6 +37,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     grpc_port: 50055,
     metrics_port: 9105,
     migrator: &MIGRATOR,
+    check_settings: |env| CartSettings::from_env(env).map(drop),
 };
 
 /// Builds the service on a prepared context. The channels to svc-product,

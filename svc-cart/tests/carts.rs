@@ -275,8 +275,8 @@ async fn reads_show_current_prices_deletions_and_stock() {
 
     let new_price = repriced.price_minor + 250;
     shop.set_price(&repriced.id.to_string(), new_price).await;
-    shop.delete_product(&deleted.id.to_string()).await;
-    shop.set_stock(&short.sku, 2).await;
+    shop.catalog.delete_product(&deleted.id.to_string()).await;
+    shop.catalog.set_stock(&short.sku, 2).await;
 
     let cart = cart_of(client.get_cart(get(&id)).await);
     let l = line(&cart, &repriced.sku);
@@ -324,7 +324,7 @@ async fn reads_show_current_prices_deletions_and_stock() {
     let cart = cart_of(client.update_cart_item(update(&id, &short.sku, 2)).await);
     assert!(cart.ready_for_checkout, "{cart:?}");
 
-    shop.set_stock(&short.sku, 0).await;
+    shop.catalog.set_stock(&short.sku, 0).await;
     let cart = cart_of(client.get_cart(get(&id)).await);
     let out = line(&cart, &short.sku);
     assert_eq!(out.availability(), Availability::OutOfStock);

@@ -57,7 +57,10 @@ impl Shop {
         )
         .await
         .expect("svc-user starts");
-        let (product_url, inventory_url) = (base.product.endpoint(), base.inventory.endpoint());
+        let (product_url, inventory_url) = (
+            base.catalog.product.endpoint(),
+            base.catalog.inventory.endpoint(),
+        );
         let (order_url, user_url) = (base.order().endpoint(), user.endpoint());
         let cart = support::spawn_cart(
             &auth,
@@ -333,7 +336,7 @@ async fn carts_that_cannot_be_bought_and_bad_requests_are_refused() {
     // A line out of stock: named in the PreconditionFailure.
     shop.add(&ada, lamp, 1).await;
     shop.add(&ada, mug, 2).await;
-    shop.base.set_stock(&mug.sku, 0).await;
+    shop.base.catalog.set_stock(&mug.sku, 0).await;
     let err = shop
         .checkout(&ada, &new_key(), &home.id, APPROVED)
         .await
@@ -349,7 +352,7 @@ async fn carts_that_cannot_be_bought_and_bad_requests_are_refused() {
         .map(|v| v.subject.clone())
         .collect();
     assert_eq!(subjects, [mug.sku.as_str()]);
-    shop.base.set_stock(&mug.sku, 100).await;
+    shop.base.catalog.set_stock(&mug.sku, 100).await;
 
     // Someone else's address, and one nobody has.
     for address_id in [bobs_home.id.clone(), Uuid::now_v7().to_string()] {

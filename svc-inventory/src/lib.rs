@@ -28,6 +28,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     grpc_port: 50054,
     metrics_port: 9104,
     migrator: &MIGRATOR,
+    check_settings: |env| InventorySettings::from_env(env).map(drop),
 };
 
 /// svc-inventory's own settings, on top of what every service has.

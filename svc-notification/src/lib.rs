@@ -33,6 +33,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     grpc_port: 50058,
     metrics_port: 9108,
     migrator: &MIGRATOR,
+    check_settings: |env| NotificationSettings::from_env(env).map(drop),
 };
 
 /// Builds the service on a prepared context: the event consumer, the sender

@@ -37,6 +37,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     grpc_port: 50056,
     metrics_port: 9106,
     migrator: &MIGRATOR,
+    check_settings: |env| OrderSettings::from_env(env).map(drop),
 };
 
 /// Builds the service on a prepared context. When the service begins to shut

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use shopmesh_proto::shop::order::v1::order_service_client::OrderServiceClient;
 use shopmesh_proto::shop::order::v1::{OrderStatus, WatchOrderRequest};
 use shopmesh_testkit::{
-    TestIdentity, free_port, fresh_database_url, refused_start, service_command, sigterm,
-    wait_until_serving, with_bearer,
+    NOWHERE, TestIdentity, assert_bad_setting_refused, free_port, fresh_database_url,
+    service_command, sigterm, wait_until_serving, with_bearer,
 };
 use tonic::Code;
 use uuid::Uuid;
@@ -19,9 +19,6 @@ use uuid::Uuid;
 const BINARY: &str = env!("CARGO_BIN_EXE_svc-order");
 /// Longer than the test waits: an exit before it proves the streams ended early.
 const DRAIN_SECONDS: u64 = 60;
-/// Nothing listens here: every saga step fails for now and is retried.
-const NOWHERE: &str = "http://127.0.0.1:9";
-
 fn service(port: u16, database_url: &str) -> tokio::process::Command {
     let mut command = service_command(BINARY, port);
     command
@@ -37,16 +34,14 @@ fn service(port: u16, database_url: &str) -> tokio::process::Command {
     command
 }
 
-#[tokio::test]
-async fn a_bad_order_setting_stops_the_binary_naming_the_variable() {
+#[test]
+fn a_bad_order_setting_stops_the_binary_naming_the_variable() {
     for (name, value) in [
         ("ORDER_SAGA_TIMEOUT_SECONDS", "0"),
         ("ORDER_SAGA_LEASE_SECONDS", "3"),
         ("PAYMENT_GRPC_URL", "payments:50057"),
     ] {
-        let said =
-            refused_start(service(free_port(), &fresh_database_url()).env(name, value)).await;
-        assert!(said.contains(name), "{name}: {said}");
+        assert_bad_setting_refused(BINARY, &[], (name, value));
     }
 }
 

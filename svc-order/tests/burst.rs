@@ -24,7 +24,7 @@ async fn a_burst_of_checkouts_on_scarce_stock_leaves_the_books_balanced() {
     let products = stocked_products(UNITS_PER_SKU);
     let scarce: Vec<&SeedProduct> = products.iter().take(3).collect();
     for product in &scarce {
-        shop.set_stock(&product.sku, UNITS_PER_SKU).await;
+        shop.catalog.set_stock(&product.sku, UNITS_PER_SKU).await;
     }
     let mut shoppers: Vec<User> = Vec::new();
     for _ in 0..SHOPPERS {
@@ -129,7 +129,7 @@ async fn a_burst_of_checkouts_on_scarce_stock_leaves_the_books_balanced() {
     }
     let held: i64 =
         sqlx::query_scalar("SELECT count(*) FROM reservations WHERE status = 'reserved'")
-            .fetch_one(&shop.inventory.db)
+            .fetch_one(&shop.catalog.inventory.db)
             .await
             .unwrap();
     assert_eq!(held, 0, "no reservation is held for a finished order");

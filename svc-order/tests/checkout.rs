@@ -184,7 +184,7 @@ async fn too_little_stock_fails_with_a_reason_and_authorizes_nothing() {
     let shop = Shop::start().await;
     let user = shop.shopper().await;
     let product = &stocked_products(5)[0];
-    shop.set_stock(&product.sku, 1).await;
+    shop.catalog.set_stock(&product.sku, 1).await;
 
     let order = shop
         .place(checkout("short", &user, &[(product, 2)], APPROVED))

@@ -26,6 +26,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     grpc_port: 50057,
     metrics_port: 9107,
     migrator: &MIGRATOR,
+    check_settings: |env| PaymentSettings::from_env(env).map(drop),
 };
 
 /// Builds the service with the provider its settings name.

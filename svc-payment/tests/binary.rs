@@ -6,7 +6,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use shopmesh_testkit::{free_port, service_command, sigterm, wait_until_serving};
+use shopmesh_testkit::{
+    assert_bad_setting_refused, free_port, service_command, sigterm, wait_until_serving,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_svc-payment");
 
@@ -16,28 +18,15 @@ fn service(port: u16) -> tokio::process::Command {
     command
 }
 
-#[tokio::test]
-async fn a_bad_payment_setting_stops_the_binary_naming_the_variable() {
-    for (pairs, variable) in [
-        (vec![("PAYMENT_PROVIDER", "stripe")], "PAYMENT_PROVIDER"),
-        (
-            vec![("PAYMENT_PROVIDER_TIMEOUT_MS", "0")],
-            "PAYMENT_PROVIDER_TIMEOUT_MS",
-        ),
-        (vec![("PAYMENT_PROVIDER", "http")], "PAYMENT_HTTP_BASE_URL"),
+#[test]
+fn a_bad_payment_setting_stops_the_binary_naming_the_variable() {
+    let http: &[(&str, &str)] = &[("PAYMENT_PROVIDER", "http")];
+    for (settings, bad) in [
+        (&[][..], ("PAYMENT_PROVIDER", "stripe")),
+        (&[][..], ("PAYMENT_PROVIDER_TIMEOUT_MS", "0")),
+        (http, ("PAYMENT_HTTP_BASE_URL", "payments.example/v1")),
     ] {
-        let mut command = service(free_port());
-        for (name, value) in &pairs {
-            command.env(name, value);
-        }
-        let output = command.output().await.unwrap();
-        assert!(!output.status.success(), "{pairs:?}");
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(said.contains(variable), "{variable}: {said}");
+        assert_bad_setting_refused(BINARY, settings, bad);
     }
 }
 

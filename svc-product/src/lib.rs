@@ -29,6 +29,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     grpc_port: 50053,
     metrics_port: 9103,
     migrator: &MIGRATOR,
+    check_settings: |env| ProductSettings::from_env(env).map(drop),
 };
 
 /// Builds the service on a prepared context: seeds the demo catalog when asked

@@ -16,6 +16,8 @@ fn a_bad_setting_stops_the_binary_naming_the_variable() {
         ("GRPC_ADDR", "localhost"),
         ("DB_MAX_CONNECTIONS", "lots"),
         ("LOG_FORMAT", "xml"),
+        ("PRODUCT_CACHE_TTL_SECONDS", "forever"),
+        ("INVENTORY_GRPC_URL", "svc-inventory:50054"),
     ] {
         let output = Command::new(BINARY)
             .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/never_used")

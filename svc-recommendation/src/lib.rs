@@ -38,6 +38,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     grpc_port: 50059,
     metrics_port: 9109,
     migrator: &MIGRATOR,
+    check_settings: |env| RecommendationSettings::from_env(env).map(drop),
 };
 
 /// Builds the service on a prepared context: serves the newest persisted

@@ -265,7 +265,7 @@ async fn a_shoppers_recommendations_leave_out_purchases_and_unavailable_products
     assert!(!ids(&now.recommendations).contains(&c.id.to_string()));
 
     // Sold out: gone once inventory says so.
-    shop.set_stock(&b.sku, 0).await;
+    shop.catalog.set_stock(&b.sku, 0).await;
     eventually("a sold-out product is no longer recommended", || {
         let mut client = client.clone();
         let request = shopper.request(pb::RecommendForMeRequest { page_size: 10 });
@@ -276,7 +276,7 @@ async fn a_shoppers_recommendations_leave_out_purchases_and_unavailable_products
     })
     .await;
     // Deleted: gone from every list once the live catalog is re-read.
-    shop.delete_product(d.id).await;
+    shop.catalog.delete_product(&d.id.to_string()).await;
     eventually("a deleted product is no longer recommended", || {
         let mut client = client.clone();
         let request = shopper.request(pb::RecommendForMeRequest { page_size: 10 });

@@ -109,8 +109,7 @@ async fn a_restarted_service_serves_the_persisted_model_before_any_training() {
     let before = together_settled(&shop.client().await, bought_together(&product, 10)).await;
     let Shop {
         identity,
-        inventory,
-        product: _catalog_service,
+        catalog,
         recommendation,
         admin,
     } = shop;
@@ -121,7 +120,7 @@ async fn a_restarted_service_serves_the_persisted_model_before_any_training() {
     let restarted = spawn_recommendation(
         &identity.auth_url,
         NOWHERE,
-        &inventory.endpoint(),
+        &catalog.inventory.endpoint(),
         &[("KAFKA_BROKERS", NO_BROKER), ("DATABASE_URL", url.as_str())],
     )
     .await;

@@ -26,6 +26,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     grpc_port: 50052,
     metrics_port: 9102,
     migrator: &MIGRATOR,
+    check_settings: |env| UserSettings::from_env(env).map(drop),
 };
 
 /// svc-user's own settings, on top of what every service has.

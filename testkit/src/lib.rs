@@ -6,13 +6,18 @@
 //! Split by job; everything is re-exported here, so tests write
 //! `shopmesh_testkit::TestService`.
 
+// Test support: a setup that fails panics the test, as an assertion does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod broker;
+pub mod catalog;
 pub mod env;
 pub mod identity;
 pub mod kafka;
 pub mod service;
 
 pub use broker::{TestBroker, tansu_binary};
+pub use catalog::{Catalog, NOWHERE, StockFeed};
 pub use env::{
     INTERNAL_TOKEN, TEST_DATABASE_PREFIX, eventually, free_port, fresh_database_url, kafka_brokers,
     redis_url, server_url,
@@ -23,5 +28,6 @@ pub use kafka::{
     wait_for_events,
 };
 pub use service::{
-    TestService, metric, refused_start, service_command, sigterm, wait_until_serving,
+    TestService, assert_bad_setting_refused, metric, refused_start, service_command, sigterm,
+    wait_until_serving,
 };

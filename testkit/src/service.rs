@@ -217,3 +217,27 @@ pub fn sigterm(child: &tokio::process::Child) {
         .is_ok_and(|status| status.success());
     assert!(sent, "kill -TERM {pid} failed");
 }
+
+/// Runs the service binary at `path` as an operator would with one bad
+/// setting, `bad` (on top of `settings`), and a database nobody answers on,
+/// and checks that it refuses to start with status 2 and a message naming the
+/// variable. Settings are checked before any connection: one attempted first
+/// would fail with status 1 instead. Returns what it printed on stderr.
+pub fn assert_bad_setting_refused(
+    path: &str,
+    settings: &[(&str, &str)],
+    bad: (&str, &str),
+) -> String {
+    let (name, value) = bad;
+    let output = std::process::Command::new(path)
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/never_used")
+        .env("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN)
+        .envs(settings.iter().copied())
+        .env(name, value)
+        .output()
+        .unwrap_or_else(|err| panic!("{path}: {err}"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{name}={value}: {stderr}");
+    assert!(stderr.contains(name), "{name}={value}: {stderr}");
+    stderr.into_owned()
+}

@@ -15,25 +15,23 @@ use shopmesh_proto::shop::cart::v1::{
     AddCartItemRequest, Cart, CartLine, CreateCartRequest, GetCartRequest,
 };
 use shopmesh_proto::shop::common::v1::Money;
-use shopmesh_proto::shop::inventory::v1::SetStockRequest;
-use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
-use shopmesh_proto::shop::product::v1::{DeleteProductRequest, Product, UpdateProductRequest};
-use shopmesh_testkit::{TestIdentity, TestService, redis_url, with_bearer};
+use shopmesh_proto::shop::product::v1::{Product, UpdateProductRequest};
+use shopmesh_testkit::{Catalog, StockFeed, TestIdentity, TestService, redis_url, with_bearer};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
-pub type CartClient = CartServiceClient<Channel>;
+#[allow(unused_imports)] // for the tests that use it; not every test binary does
+pub use shopmesh_testkit::NOWHERE;
 
-/// Nothing listens here: a dependency that is down.
-pub const NOWHERE: &str = "http://127.0.0.1:9";
+pub type CartClient = CartServiceClient<Channel>;
 
 pub struct Shop {
     pub identity: TestIdentity,
-    pub inventory: TestService,
-    pub product: TestService,
+    /// svc-product's own stock stream is not what the cart reads: it is idle.
+    pub catalog: Catalog,
     pub cart: TestService,
     admin: String,
 }
@@ -59,30 +57,9 @@ impl Shop {
     pub async fn start_with(cart_settings: &[(&str, &str)]) -> Self {
         let identity = TestIdentity::start().await.expect("identity starts");
         let auth = identity.auth_url.as_str();
-        let inventory = TestService::spawn(
-            &svc_inventory::SPEC,
-            &[
-                ("AUTH_GRPC_URL", auth),
-                ("RESERVATION_SWEEP_SECONDS", "3600"),
-                ("DB_ACQUIRE_TIMEOUT_SECONDS", "30"),
-            ],
-            svc_inventory::build,
-        )
-        .await
-        .expect("svc-inventory starts");
-        // svc-product's own stock stream is not what the cart reads: keep it idle.
-        let product = TestService::spawn(
-            &svc_product::SPEC,
-            &[
-                ("AUTH_GRPC_URL", auth),
-                ("INVENTORY_GRPC_URL", NOWHERE),
-                ("DB_ACQUIRE_TIMEOUT_SECONDS", "30"),
-            ],
-            svc_product::build,
-        )
-        .await
-        .expect("svc-product starts");
-        let (product_url, inventory_url) = (product.endpoint(), inventory.endpoint());
+        let catalog = Catalog::start(&identity, StockFeed::Ignored, &[]).await;
+        let (product_url, inventory_url) =
+            (catalog.product.endpoint(), catalog.inventory.endpoint());
         let mut settings = vec![
             ("PRODUCT_GRPC_URL", product_url.as_str()),
             ("INVENTORY_GRPC_URL", inventory_url.as_str()),
@@ -92,8 +69,7 @@ impl Shop {
         let admin = identity.sign_in(&["admin"]).await.unwrap().2;
         Self {
             identity,
-            inventory,
-            product,
+            catalog,
             cart,
             admin,
         }
@@ -102,7 +78,10 @@ impl Shop {
     /// Another svc-cart on the same Redis, with `settings` on top of the
     /// shop's (e.g. a dependency that is down).
     pub async fn another_cart(&self, settings: &[(&str, &str)]) -> TestService {
-        let (product_url, inventory_url) = (self.product.endpoint(), self.inventory.endpoint());
+        let (product_url, inventory_url) = (
+            self.catalog.product.endpoint(),
+            self.catalog.inventory.endpoint(),
+        );
         let mut all = vec![
             ("PRODUCT_GRPC_URL", product_url.as_str()),
             ("INVENTORY_GRPC_URL", inventory_url.as_str()),
@@ -122,7 +101,7 @@ impl Shop {
 
     /// An admin changes a product's price.
     pub async fn set_price(&self, product_id: &str, amount_minor: i64) {
-        let mut client = ProductServiceClient::new(self.product.channel().await.unwrap());
+        let mut client = ProductServiceClient::new(self.catalog.product.channel().await.unwrap());
         client
             .update_product(with_bearer(
                 UpdateProductRequest {
@@ -142,36 +121,6 @@ impl Shop {
             ))
             .await
             .expect("the admin changes the price");
-    }
-
-    /// An admin removes a product from the catalog.
-    pub async fn delete_product(&self, product_id: &str) {
-        let mut client = ProductServiceClient::new(self.product.channel().await.unwrap());
-        client
-            .delete_product(with_bearer(
-                DeleteProductRequest {
-                    id: product_id.to_owned(),
-                },
-                &self.admin,
-            ))
-            .await
-            .expect("the admin deletes the product");
-    }
-
-    /// An admin sets a SKU's on-hand count.
-    pub async fn set_stock(&self, sku: &str, on_hand: i64) {
-        let mut client = InventoryServiceClient::new(self.inventory.channel().await.unwrap());
-        client
-            .set_stock(with_bearer(
-                SetStockRequest {
-                    sku: sku.to_owned(),
-                    on_hand,
-                    reason: "cart test".into(),
-                },
-                &self.admin,
-            ))
-            .await
-            .expect("the admin sets the stock");
     }
 }
 

@@ -16,7 +16,7 @@ use shopmesh_demo::SeedProduct;
 use shopmesh_platform::auth::ServiceCredentials;
 use shopmesh_platform::settings::Secret;
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
-use shopmesh_proto::shop::inventory::v1::{GetStockRequest, SetStockRequest, Stock};
+use shopmesh_proto::shop::inventory::v1::{GetStockRequest, Stock};
 use shopmesh_proto::shop::order::v1::order_service_client::OrderServiceClient;
 use shopmesh_proto::shop::order::v1::{
     CreateOrderLine, CreateOrderRequest, GetOrderRequest, ListOrderStatusHistoryRequest, Order,
@@ -27,7 +27,9 @@ use shopmesh_proto::shop::payment::v1::payment_service_server::{
     PaymentService, PaymentServiceServer,
 };
 use shopmesh_proto::shop::payment::v1::{self as payment, ListOrderPaymentsRequest, Payment};
-use shopmesh_testkit::{INTERNAL_TOKEN, TestIdentity, TestService, with_bearer};
+use shopmesh_testkit::{
+    Catalog, INTERNAL_TOKEN, StockFeed, TestIdentity, TestService, with_bearer,
+};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -64,8 +66,7 @@ const ORDER_DEFAULTS: &[(&str, &str)] = &[
 
 pub struct Shop {
     pub identity: TestIdentity,
-    pub product: TestService,
-    pub inventory: TestService,
+    pub catalog: Catalog,
     pub payment: TestService,
     order: Option<TestService>,
     pub gate: PaymentGate,
@@ -98,28 +99,7 @@ impl Shop {
             .expect("identity provider starts");
         let auth = identity.auth_url.clone();
         let with_common = |own: &[(&str, &str)]| [owned(own), owned(common)].concat();
-        let inventory = TestService::spawn(
-            &svc_inventory::SPEC,
-            &borrowed(&with_common(&[
-                ("AUTH_GRPC_URL", auth.as_str()),
-                ("RESERVATION_SWEEP_SECONDS", "3600"),
-                ("DB_ACQUIRE_TIMEOUT_SECONDS", "30"),
-            ])),
-            svc_inventory::build,
-        )
-        .await
-        .expect("svc-inventory starts");
-        let inventory_url = inventory.endpoint();
-        let product = TestService::spawn(
-            &svc_product::SPEC,
-            &borrowed(&with_common(&[
-                ("AUTH_GRPC_URL", auth.as_str()),
-                ("INVENTORY_GRPC_URL", inventory_url.as_str()),
-            ])),
-            svc_product::build,
-        )
-        .await
-        .expect("svc-product starts");
+        let catalog = Catalog::start(&identity, StockFeed::Followed, common).await;
         let payment = TestService::spawn(
             &svc_payment::SPEC,
             &borrowed(&with_common(&[("AUTH_GRPC_URL", auth.as_str())])),
@@ -131,8 +111,7 @@ impl Shop {
         let (id, _, token) = identity.sign_in(&["admin"]).await.unwrap();
         Self {
             identity,
-            product,
-            inventory,
+            catalog,
             payment,
             order: None,
             gate,
@@ -147,8 +126,14 @@ impl Shop {
     pub fn order_settings(&self, payment_url: &str) -> Vec<(String, String)> {
         let mut settings = vec![
             ("AUTH_GRPC_URL".to_owned(), self.identity.auth_url.clone()),
-            ("PRODUCT_GRPC_URL".to_owned(), self.product.endpoint()),
-            ("INVENTORY_GRPC_URL".to_owned(), self.inventory.endpoint()),
+            (
+                "PRODUCT_GRPC_URL".to_owned(),
+                self.catalog.product.endpoint(),
+            ),
+            (
+                "INVENTORY_GRPC_URL".to_owned(),
+                self.catalog.inventory.endpoint(),
+            ),
             ("PAYMENT_GRPC_URL".to_owned(), payment_url.to_owned()),
             (
                 "ORDER_CONSUMER_GROUP".to_owned(),
@@ -225,7 +210,7 @@ impl Shop {
     }
 
     pub async fn stock(&self, sku: &str) -> Stock {
-        InventoryServiceClient::new(self.inventory.channel().await.unwrap())
+        InventoryServiceClient::new(self.catalog.inventory.channel().await.unwrap())
             .get_stock(GetStockRequest { sku: sku.into() })
             .await
             .unwrap()
@@ -234,22 +219,11 @@ impl Shop {
             .unwrap()
     }
 
-    pub async fn set_stock(&self, sku: &str, on_hand: i64) {
-        InventoryServiceClient::new(self.inventory.channel().await.unwrap())
-            .set_stock(self.admin.request(SetStockRequest {
-                sku: sku.into(),
-                on_hand,
-                reason: "test stocktake".into(),
-            }))
-            .await
-            .unwrap();
-    }
-
     /// The reservation's status in svc-inventory's database, if any.
     pub async fn reservation_status(&self, order_id: &str) -> Option<String> {
         sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1")
             .bind(Uuid::parse_str(order_id).unwrap())
-            .fetch_optional(&self.inventory.db)
+            .fetch_optional(&self.catalog.inventory.db)
             .await
             .unwrap()
     }

@@ -15,7 +15,7 @@ use tonic_types::StatusExt;
 pub type Client = ProductServiceClient<Channel>;
 
 /// Nothing listens here, so no test sees a real inventory by accident.
-pub const NO_INVENTORY: &str = "http://127.0.0.1:9";
+pub use shopmesh_testkit::NOWHERE as NO_INVENTORY;
 
 /// The service with the demo catalog, and a client.
 pub async fn start() -> (TestService, Client) {

@@ -11,13 +11,9 @@ use shopmesh_demo::SeedProduct;
 use shopmesh_platform::events::{Event, EventEnvelope};
 use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::events::v1::{OrderConfirmed, OrderLine, OrderRefunded};
-use shopmesh_proto::shop::inventory::v1::SetStockRequest;
-use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
-use shopmesh_proto::shop::product::v1::DeleteProductRequest;
-use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_proto::shop::recommendation::v1 as pb;
 use shopmesh_proto::shop::recommendation::v1::recommendation_service_client::RecommendationServiceClient;
-use shopmesh_testkit::{TestIdentity, TestService, with_bearer};
+use shopmesh_testkit::{Catalog, StockFeed, TestIdentity, TestService, with_bearer};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 use uuid::Uuid;
@@ -26,8 +22,8 @@ pub use shopmesh_testkit::eventually;
 
 pub type Client = RecommendationServiceClient<Channel>;
 
-/// Nothing listens here: a dependency that is down.
-pub const NOWHERE: &str = "http://127.0.0.1:9";
+#[allow(unused_imports)] // for the tests; the example that shares this module does not use it
+pub use shopmesh_testkit::NOWHERE;
 /// A broker address nothing listens on, for tests that consume no events.
 pub const NO_BROKER: &str = "127.0.0.1:9";
 
@@ -54,8 +50,7 @@ impl User {
 
 pub struct Shop {
     pub identity: TestIdentity,
-    pub inventory: TestService,
-    pub product: TestService,
+    pub catalog: Catalog,
     pub recommendation: TestService,
     pub admin: User,
 }
@@ -70,40 +65,23 @@ impl Shop {
     pub async fn start_with(extra: &[(&str, &str)]) -> Self {
         let identity = TestIdentity::start().await.expect("identity starts");
         let auth = identity.auth_url.clone();
-        let inventory = TestService::spawn(
-            &svc_inventory::SPEC,
-            &[
-                ("AUTH_GRPC_URL", auth.as_str()),
-                ("RESERVATION_SWEEP_SECONDS", "3600"),
-                ("DB_ACQUIRE_TIMEOUT_SECONDS", "30"),
-            ],
-            svc_inventory::build,
-        )
-        .await
-        .expect("svc-inventory starts");
         // svc-product's own stock stream is not what recommendations read.
-        let product = TestService::spawn(
-            &svc_product::SPEC,
-            &[
-                ("AUTH_GRPC_URL", auth.as_str()),
-                ("INVENTORY_GRPC_URL", NOWHERE),
-                ("DB_ACQUIRE_TIMEOUT_SECONDS", "30"),
-            ],
-            svc_product::build,
-        )
-        .await
-        .expect("svc-product starts");
+        let catalog = Catalog::start(&identity, StockFeed::Ignored, &[]).await;
         let (id, _, token) = identity.sign_in(&["admin"]).await.unwrap();
-        let recommendation =
-            spawn_recommendation(&auth, &product.endpoint(), &inventory.endpoint(), extra).await;
+        let recommendation = spawn_recommendation(
+            &auth,
+            &catalog.product.endpoint(),
+            &catalog.inventory.endpoint(),
+            extra,
+        )
+        .await;
         // With no model persisted, the service trains one at start (from the
         // catalog alone here): tests begin once it serves it.
         let admin = User { id, token };
         model_served(&recommendation, &admin).await;
         Self {
             identity,
-            inventory,
-            product,
+            catalog,
             recommendation,
             admin,
         }
@@ -114,8 +92,8 @@ impl Shop {
     pub async fn another_recommendation(&self, extra: &[(&str, &str)]) -> TestService {
         spawn_recommendation(
             &self.identity.auth_url,
-            &self.product.endpoint(),
-            &self.inventory.endpoint(),
+            &self.catalog.product.endpoint(),
+            &self.catalog.inventory.endpoint(),
             extra,
         )
         .await
@@ -140,30 +118,6 @@ impl Shop {
         for products in orders {
             record(&self.recommendation, &order_confirmed(user, products)).await;
         }
-    }
-
-    /// An admin sets a SKU's on-hand count.
-    pub async fn set_stock(&self, sku: &str, on_hand: i64) {
-        let mut client = InventoryServiceClient::new(self.inventory.channel().await.unwrap());
-        client
-            .set_stock(self.admin.request(SetStockRequest {
-                sku: sku.to_owned(),
-                on_hand,
-                reason: "recommendation test".into(),
-            }))
-            .await
-            .expect("the admin sets the stock");
-    }
-
-    /// An admin removes a product from the catalog.
-    pub async fn delete_product(&self, product_id: Uuid) {
-        let mut client = ProductServiceClient::new(self.product.channel().await.unwrap());
-        client
-            .delete_product(self.admin.request(DeleteProductRequest {
-                id: product_id.to_string(),
-            }))
-            .await
-            .expect("the admin deletes the product");
     }
 }
 
