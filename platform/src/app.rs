@@ -39,9 +39,10 @@ pub struct ServiceSpec {
     pub metrics_port: u16,
     /// The service's migrations (`sqlx::migrate!()` in the service crate).
     pub migrator: &'static Migrator,
-    /// Checks the service's own settings (its `settings.rs`), before anything
-    /// starts or connects: a bad value exits with status 2 naming the variable,
-    /// as one of the common settings does. `build` reads them again.
+    /// Checks the service's own settings (its `settings.rs`) before anything
+    /// starts or connects, when the binary is to serve: a bad value exits with
+    /// status 2 naming the variable, as one of the common settings does.
+    /// `build` reads them again.
     pub check_settings: fn(&Env) -> Result<(), SettingsError>,
 }
 
@@ -140,8 +141,16 @@ where
     F: Future<Output = anyhow::Result<GrpcServer>>,
 {
     let env = Env::process();
-    let checked = ServiceSettings::from_env(spec, &env)
-        .and_then(|settings| (spec.check_settings)(&env).map(|()| settings));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // The service's own settings matter only when it serves: `migrate` and
+    // `replay-dlq` run with the common ones (e.g. a migration job's).
+    let checked = ServiceSettings::from_env(spec, &env).and_then(|settings| {
+        if args.is_empty() {
+            (spec.check_settings)(&env)?;
+        }
+        Ok(settings)
+    });
     let settings = match checked {
         Ok(settings) => settings,
         Err(err) => {
@@ -156,8 +165,6 @@ where
             return ExitCode::from(2);
         }
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
         [] => match start(spec, env, settings, build).await {
             Ok(running) => running.serve(crate::shutdown::shutdown_signal()).await,

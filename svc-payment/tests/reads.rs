@@ -259,13 +259,17 @@ async fn no_card_number_reaches_the_database() {
     );
     // Two scans of every text column: a free-standing run of 12 to 19 digits
     // (a card number of any network; runs inside hex ids and references are
-    // not card numbers), and each test card's number anywhere in the text.
+    // not card numbers, nor the last group of a UUID, which is all digits in
+    // about one UUID in 300, so UUIDs are taken out first), and each test
+    // card's number anywhere in the text.
     let mut rows_scanned = 0_i64;
     for (table, column) in &columns {
         let (rows, long_runs, test_cards): (i64, i64, i64) =
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT count(*), \
-                 count(*) FILTER (WHERE \"{column}\" ~ '(^|[^0-9A-Za-z])[0-9]{{12,19}}([^0-9A-Za-z]|$)'), \
+                 count(*) FILTER (WHERE regexp_replace(\"{column}\", \
+                   '[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}', '', 'gi') \
+                   ~ '(^|[^0-9A-Za-z])[0-9]{{12,19}}([^0-9A-Za-z]|$)'), \
                  count(*) FILTER (WHERE \"{column}\" LIKE ANY ($1)) FROM \"{table}\""
             )))
             .bind(

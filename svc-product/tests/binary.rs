@@ -6,7 +6,9 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use shopmesh_testkit::{free_port, service_command, sigterm, wait_until_serving};
+use shopmesh_testkit::{
+    assert_bad_setting_refused, free_port, service_command, sigterm, wait_until_serving,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_svc-product");
 
@@ -16,8 +18,6 @@ fn a_bad_setting_stops_the_binary_naming_the_variable() {
         ("GRPC_ADDR", "localhost"),
         ("DB_MAX_CONNECTIONS", "lots"),
         ("LOG_FORMAT", "xml"),
-        ("PRODUCT_CACHE_TTL_SECONDS", "forever"),
-        ("INVENTORY_GRPC_URL", "svc-inventory:50054"),
     ] {
         let output = Command::new(BINARY)
             .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/never_used")
@@ -34,6 +34,13 @@ fn a_bad_setting_stops_the_binary_naming_the_variable() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("DATABASE_URL"));
+    // svc-product's own, before any connection.
+    for bad in [
+        ("PRODUCT_CACHE_TTL_SECONDS", "forever"),
+        ("INVENTORY_GRPC_URL", "svc-inventory:50054"),
+    ] {
+        assert_bad_setting_refused(BINARY, &[], bad);
+    }
 }
 
 #[tokio::test]
