@@ -28,6 +28,6 @@ pub use kafka::{
     wait_for_events,
 };
 pub use service::{
-    TestService, assert_bad_setting_refused, metric, refused_start, service_command, sigterm,
-    wait_until_serving,
+    TestService, assert_bad_setting_refused, error_reason, metric, refused_start, service_command,
+    sigterm, wait_until_serving,
 };

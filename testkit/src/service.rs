@@ -241,3 +241,14 @@ pub fn assert_bad_setting_refused(
     assert!(stderr.contains(name), "{name}={value}: {stderr}");
     stderr.into_owned()
 }
+
+/// The `google.rpc.ErrorInfo` reason of `status` as it travels ("" when it
+/// carries none), for tests that assert the exact string a client sees.
+pub fn error_reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt as _;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}

@@ -20,7 +20,6 @@ use shopmesh_proto::shop::product::v1::{Product, UpdateProductRequest};
 use shopmesh_testkit::{Catalog, StockFeed, TestIdentity, TestService, redis_url, with_bearer};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
-use tonic_types::StatusExt;
 use uuid::Uuid;
 
 #[allow(unused_imports)] // for the tests that use it; not every test binary does
@@ -217,13 +216,8 @@ pub fn line<'a>(cart: &'a Cart, sku: &str) -> &'a CartLine {
 #[allow(unused_imports)] // not every test file asks for it
 pub use shopmesh_platform::errors::violated_fields;
 
-pub fn error_reason(status: &Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|info| info.reason.clone())
-        .unwrap_or_default()
-}
+#[allow(unused_imports)] // not every test file asks for it
+pub use shopmesh_testkit::error_reason;
 
 /// A Redis client on `url`, to look at keys directly.
 pub async fn redis_at(url: &str) -> fred::prelude::Client {

@@ -8,20 +8,18 @@
 
 use std::time::Duration;
 
-use shopmesh_platform::app::ServiceSettings;
 use shopmesh_platform::auth::ServiceCredentials;
-use shopmesh_platform::settings::{Env, Secret};
+use shopmesh_platform::settings::Secret;
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_proto::shop::inventory::v1::{
     AdjustStockRequest, CommitReservationRequest, GetStockRequest, ReleaseReservationRequest,
     Reservation, ReservationLine, ReserveStockRequest, SetStockRequest, Stock,
 };
-use shopmesh_testkit::{INTERNAL_TOKEN, TestIdentity, TestService, redis_url, server_url};
+use shopmesh_testkit::{INTERNAL_TOKEN, TestIdentity, TestService};
 use sqlx::PgPool;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
-use tonic_types::StatusExt;
 use uuid::Uuid;
 
 pub type InventoryClient = InventoryServiceClient<Channel>;
@@ -164,55 +162,18 @@ impl Harness {
             .map(|r| r.into_inner().reservation.unwrap())
     }
 
-    /// The PostgreSQL URL of this service's database.
-    pub fn database_url(&self) -> String {
-        let options = self.service.db.connect_options();
-        let name = options.get_database().unwrap();
-        let server = server_url();
-        let base = &server[..server.rfind('/').unwrap()];
-        format!("{base}/{name}")
-    }
-
     /// A second svc-inventory on the same database, as another replica runs.
     pub async fn second_replica(&self) -> Replica {
-        let url = self.database_url();
-        let mut env = Env::from_pairs([
-            ("DATABASE_URL", url.as_str()),
-            ("GRPC_ADDR", "127.0.0.1:0"),
-            ("METRICS_ADDR", "127.0.0.1:0"),
-            ("SHUTDOWN_DRAIN_SECONDS", "2"),
-            ("DB_MAX_CONNECTIONS", "5"),
-            ("REDIS_URL", redis_url().as_str()),
-            ("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN),
+        let mut settings = vec![
+            ("DATABASE_URL", self.service.database_url.as_str()),
             ("AUTH_GRPC_URL", self.identity.auth_url.as_str()),
-        ]);
-        for (name, value) in DEFAULTS {
-            env = env.with(name, *value);
-        }
-        let settings = ServiceSettings::from_env(&svc_inventory::SPEC, &env).unwrap();
-        let running = shopmesh_platform::app::start(
-            &svc_inventory::SPEC,
-            env,
-            settings,
-            svc_inventory::build,
-        )
-        .await
-        .expect("the second replica starts");
-        let endpoint = format!("http://{}", running.grpc_addr);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(running.serve(async {
-            let _ = stopped.await;
-        }));
-        let channel = tonic::transport::Endpoint::from_shared(endpoint)
-            .unwrap()
-            .connect()
+        ];
+        settings.extend_from_slice(DEFAULTS);
+        let service = TestService::spawn(&svc_inventory::SPEC, &settings, svc_inventory::build)
             .await
-            .unwrap();
-        Replica {
-            channel,
-            stop,
-            task,
-        }
+            .expect("the second replica starts");
+        let channel = service.channel().await.unwrap();
+        Replica { channel, service }
     }
 
     pub async fn stop(self) {
@@ -223,8 +184,7 @@ impl Harness {
 /// Another replica of the service.
 pub struct Replica {
     pub channel: Channel,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    service: TestService,
 }
 
 impl Replica {
@@ -237,8 +197,7 @@ impl Replica {
     }
 
     pub async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
+        self.service.stop().await.unwrap();
     }
 }
 
@@ -277,14 +236,8 @@ pub async fn reserve(
         .map(|r| r.into_inner().reservation.unwrap())
 }
 
-/// The stable reason (`google.rpc.ErrorInfo`) of an error.
-pub fn reason(status: &Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|info| info.reason.clone())
-        .unwrap_or_default()
-}
+#[allow(unused_imports)] // not every test file asks for it
+pub use shopmesh_testkit::error_reason as reason;
 
 #[allow(unused_imports)] // not every test file asks for it
 pub use shopmesh_platform::errors::violated_fields;

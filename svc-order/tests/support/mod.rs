@@ -33,7 +33,6 @@ use shopmesh_testkit::{
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use tonic_types::StatusExt;
 use uuid::Uuid;
 
 pub type InternalOrderClient = OrderServiceClient<InterceptedService<Channel, ServiceCredentials>>;
@@ -366,13 +365,8 @@ pub fn statuses(changes: &[StatusChange]) -> Vec<OrderStatus> {
     changes.iter().map(|c| c.status()).collect()
 }
 
-pub fn reason(status: &Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|info| info.reason.clone())
-        .unwrap_or_default()
-}
+#[allow(unused_imports)] // not every test file asks for it
+pub use shopmesh_testkit::error_reason as reason;
 
 /// A payment service in front of the real one: it forwards everything, but
 /// answers AuthorizePayment with UNAVAILABLE while closed, and can swallow the

@@ -10,7 +10,6 @@ use shopmesh_proto::shop::product::v1::{
 };
 use shopmesh_testkit::{TestIdentity, TestService};
 use tonic::transport::Channel;
-use tonic_types::StatusExt;
 
 pub type Client = ProductServiceClient<Channel>;
 
@@ -55,13 +54,8 @@ pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
 #[allow(unused_imports)] // not every test file asks for it
 pub use shopmesh_platform::errors::violated_fields;
 
-pub fn error_reason(status: &tonic::Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|info| info.reason.clone())
-        .unwrap_or_default()
-}
+#[allow(unused_imports)] // not every test file asks for it
+pub use shopmesh_testkit::error_reason;
 
 /// One search call.
 pub async fn search(client: &mut Client, request: SearchProductsRequest) -> SearchProductsResponse {

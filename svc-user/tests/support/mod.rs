@@ -17,7 +17,6 @@ use shopmesh_testkit::{INTERNAL_TOKEN, TestIdentity, TestService, redis_url};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
-use tonic_types::StatusExt;
 use uuid::Uuid;
 
 pub type UserClient = UserServiceClient<Channel>;
@@ -186,14 +185,8 @@ pub fn address(label: &str) -> Address {
 #[allow(unused_imports)] // not every test file asks for it
 pub use shopmesh_platform::errors::violated_fields;
 
-/// The `ErrorInfo` reason of a domain error.
-pub fn reason(status: &Status) -> String {
-    status
-        .get_error_details()
-        .error_info()
-        .map(|info| info.reason.clone())
-        .unwrap_or_default()
-}
+#[allow(unused_imports)] // not every test file asks for it
+pub use shopmesh_testkit::error_reason as reason;
 
 /// `cache_requests_total{cache="profile",result=…}` as this process's `/metrics` shows it.
 pub fn profile_cache_lookups(result: &str) -> u64 {
