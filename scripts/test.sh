@@ -103,6 +103,18 @@ no_test_kit_in_binaries() {
   ((linked == 0)) || { err "a binary depends on shopmesh-testkit outside [dev-dependencies]"; return 1; }
 }
 
+# The services that neither publish nor consume events don't link librdkafka
+# (docs/architecture.md: the events layer is an extension of those that do).
+no_kafka_without_events() {
+  local svc
+  for svc in svc-user svc-product svc-inventory svc-cart gateway; do
+    if cargo tree -p "$svc" --edges normal,build --prefix none --format '{p}' --quiet | grep -q '^rdkafka '; then
+      err "$svc links rdkafka but has no events"
+      return 1
+    fi
+  done
+}
+
 shell_scripts() {
   # -S warning: real bugs fail the build, style notes do not.
   shellcheck -x -S warning scripts/*.sh .ci/run
@@ -115,6 +127,7 @@ run_step "shellcheck scripts/*.sh .ci/run" shell_scripts
 run_step "cargo clippy --workspace --all-targets -- -D warnings" \
   cargo clippy --workspace --all-targets -- -D warnings
 run_step "no test kit in the binaries (cargo tree)" no_test_kit_in_binaries
+run_step "no librdkafka without events (cargo tree)" no_kafka_without_events
 if [[ $mode == all ]]; then
   run_step "dependencies (scripts/infra.sh)" infra
   run_step "drop leftover test databases" drop_test_databases

@@ -6,10 +6,13 @@ use std::process::ExitCode;
 
 use gateway::Gateway;
 use gateway::settings::GatewaySettings;
+use shopmesh_platform::runner;
 use shopmesh_platform::settings::Env;
 
 #[global_allocator]
 static ALLOCATOR: shopmesh_platform::Allocator = shopmesh_platform::Allocator;
+
+const NAME: &str = "gateway";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -22,43 +25,20 @@ async fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(err) => {
-                    eprintln!("gateway: {err:#}");
+                    eprintln!("{NAME}: {err:#}");
                     ExitCode::FAILURE
                 }
             };
         }
-        Some(other) => {
-            eprintln!("gateway: unknown command {other:?}; usage: gateway [openapi]");
-            return ExitCode::from(2);
-        }
+        Some(other) => return runner::refuse_command(NAME, other, "gateway [openapi]"),
     }
-    let settings = match GatewaySettings::from_env(&Env::process()) {
+    let settings = match runner::settings_or_exit(NAME, GatewaySettings::from_env(&Env::process()))
+    {
         Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("gateway: {err}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let _telemetry = match shopmesh_platform::telemetry::init(&settings.telemetry) {
-        Ok(guard) => guard,
-        Err(err) => {
-            eprintln!("gateway: {err:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = match Gateway::build(&settings).await {
-        Ok(gateway) => {
-            gateway
-                .serve(shopmesh_platform::shutdown::shutdown_signal())
-                .await
-        }
-        Err(err) => Err(err),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "gateway failed");
-            ExitCode::FAILURE
-        }
-    }
+    runner::run(NAME, &settings.telemetry, |shutdown| async {
+        Gateway::build(&settings).await?.serve(shutdown).await
+    })
+    .await
 }

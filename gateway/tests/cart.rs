@@ -117,7 +117,7 @@ async fn stocked_product(shop: &Shop, index: usize) -> Value {
         .sku;
     let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM products WHERE sku = $1")
         .bind(sku)
-        .fetch_one(&shop.stack.product.db)
+        .fetch_one(shop.stack.product.db())
         .await
         .unwrap();
     shop.call("GET", &format!("/v1/products/{id}"), None, None)

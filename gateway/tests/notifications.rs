@@ -19,7 +19,7 @@ use uuid::Uuid;
 /// (the row, then `pg_notify` to the replicas' watchers).
 async fn settle_notification(service: &TestService, user: Uuid, subject: &str) -> Uuid {
     let id = Uuid::now_v7();
-    let mut tx = service.db.begin().await.unwrap();
+    let mut tx = service.db().begin().await.unwrap();
     sqlx::query(
         "INSERT INTO notifications (id, user_id, channel, event_type, source_event_id, subject, \
              body, status, sent_at, settled_seq) \

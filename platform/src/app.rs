@@ -1,9 +1,11 @@
 //! The life of a service binary, identical for all nine: read settings, start
-//! telemetry and metrics, connect and migrate the database, build the gRPC
-//! services, serve until SIGTERM/SIGINT, drain.
+//! telemetry and metrics, connect and migrate the database (for a service that
+//! has one), build the gRPC services, serve until SIGTERM/SIGINT, drain.
 //!
-//! `svc-x migrate` only applies the migrations; `svc-x replay-dlq <topic> [group]`
-//! republishes the dead letters of `<topic>.dlq` (docs/events.md).
+//! `svc-x migrate` only applies the migrations. What only some services carry
+//! joins through [`Extension`]s named in their spec: shopmesh-events adds the
+//! outbox and inbox tables and `svc-x replay-dlq <topic> [group]`
+//! (docs/events.md).
 //!
 //! A service crate provides a [`ServiceSpec`] and an async `build` function from
 //! a [`Context`] to a [`GrpcServer`] with its services added; its `main.rs` is
@@ -12,19 +14,19 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
+use futures::future::BoxFuture;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-
-use std::sync::Arc;
-
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AccessControl, GrpcKeySource, SessionStore, TokenVerifier};
-use crate::events::EventsSettings;
 use crate::grpc::GrpcServer;
 use crate::overload::OverloadSettings;
+use crate::runner;
 use crate::settings::{
     AuthSettings, DatabaseSettings, Env, RedisSettings, SettingsError, TelemetrySettings,
     listen_addr,
@@ -37,13 +39,52 @@ pub struct ServiceSpec {
     pub name: &'static str,
     pub grpc_port: u16,
     pub metrics_port: u16,
-    /// The service's migrations (`sqlx::migrate!()` in the service crate).
-    pub migrator: &'static Migrator,
+    /// The service's migrations (`sqlx::migrate!()` in the service crate), or
+    /// `None` for a service that keeps nothing in PostgreSQL (svc-cart): it
+    /// reads no `DATABASE_URL` and opens no pool.
+    pub migrator: Option<&'static Migrator>,
     /// Checks the service's own settings (its `settings.rs`) before anything
     /// starts or connects, when the binary is to serve: a bad value exits with
     /// status 2 naming the variable, as one of the common settings does.
     /// `build` reads them again.
     pub check_settings: fn(&Env) -> Result<(), SettingsError>,
+    /// The parts of the runtime the service carries beyond the common ones,
+    /// e.g. `&[&shopmesh_events::EVENTS]` for a service that publishes or
+    /// consumes events.
+    pub extensions: &'static [&'static dyn Extension],
+}
+
+impl std::fmt::Debug for dyn Extension {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A part of the runtime that only some services carry, named in their
+/// [`ServiceSpec::extensions`] and called at the same points of the binary's
+/// life as the common parts, so a service without it neither links nor
+/// configures it.
+pub trait Extension: Sync {
+    /// For messages, e.g. `events`.
+    fn name(&self) -> &'static str;
+    /// Checks the extension's settings before anything connects; an error
+    /// exits with status 2 like a bad common setting.
+    fn check_settings(&self, service: &'static str, env: &Env) -> Result<(), SettingsError>;
+    /// Called once, before the service connects to anything.
+    fn init(&self, _service: &'static str) {}
+    /// Creates or updates the extension's tables in the service's database,
+    /// after the service's own migrations.
+    fn migrate<'a>(&'a self, db: &'a PgPool) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// Runs `svc-x <args>` when `args` is one of the extension's commands;
+    /// `None` when it is not.
+    fn command<'a>(
+        &'a self,
+        service: &'static str,
+        env: &'a Env,
+        args: &'a [&'a str],
+    ) -> Option<BoxFuture<'a, anyhow::Result<()>>>;
+    /// Its commands for the usage message, e.g. `replay-dlq <topic> [<consumer group>]`.
+    fn usage(&self) -> &'static str;
 }
 
 /// Settings every service has.
@@ -51,13 +92,12 @@ pub struct ServiceSpec {
 pub struct ServiceSettings {
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
-    pub database: DatabaseSettings,
+    /// `None` for a service without a database.
+    pub database: Option<DatabaseSettings>,
     pub drain: Duration,
     pub telemetry: TelemetrySettings,
     pub redis: RedisSettings,
     pub auth: AuthSettings,
-    /// Kafka (`KAFKA_*`), for services that produce or consume events.
-    pub events: EventsSettings,
     /// Limits on the work in flight (`OVERLOAD_*`, `GRPC_MAX_CONCURRENT_STREAMS`).
     pub overload: OverloadSettings,
 }
@@ -67,12 +107,14 @@ impl ServiceSettings {
         Ok(Self {
             grpc_addr: listen_addr(env, "GRPC_ADDR", spec.grpc_port)?,
             metrics_addr: listen_addr(env, "METRICS_ADDR", spec.metrics_port)?,
-            database: DatabaseSettings::from_env(env)?,
+            database: match spec.migrator {
+                Some(_) => Some(DatabaseSettings::from_env(env)?),
+                None => None,
+            },
             drain: env.seconds("SHUTDOWN_DRAIN_SECONDS", 15)?,
             telemetry: TelemetrySettings::from_env(env, spec.name)?,
             redis: RedisSettings::from_env(env)?,
             auth: AuthSettings::from_env(env)?,
-            events: EventsSettings::from_env(env, spec.name)?,
             overload: OverloadSettings::from_env(env)?,
         })
     }
@@ -80,11 +122,14 @@ impl ServiceSettings {
 
 /// What a service's `build` function receives.
 pub struct Context {
+    /// The service's name (its binary's), e.g. `svc-order`.
+    pub name: &'static str,
     /// Where service-specific settings are read from (the process env, or a test map).
     pub env: Env,
     pub settings: ServiceSettings,
-    /// The service's own database, migrated.
-    pub db: PgPool,
+    /// The service's own database, migrated; `None` for a service whose spec
+    /// has no migrator. [`Context::database`] for a service that has one.
+    pub db: Option<PgPool>,
     /// The bound gRPC server (access control already set); `build` adds its
     /// services and returns it.
     pub grpc: GrpcServer,
@@ -97,6 +142,38 @@ pub struct Context {
     pub shutdown: CancellationToken,
 }
 
+impl Context {
+    /// The service's database; an error for a service whose spec declares none.
+    pub fn database(&self) -> anyhow::Result<PgPool> {
+        self.db.clone().with_context(|| {
+            format!(
+                "{} has no database (its ServiceSpec has no migrator)",
+                self.name
+            )
+        })
+    }
+}
+
+/// Connects the service's database (creating it if needed) and applies the
+/// service's migrations, then its extensions'; `None` for a service without a
+/// database.
+pub async fn connect_and_migrate(
+    spec: &ServiceSpec,
+    settings: &ServiceSettings,
+) -> anyhow::Result<Option<PgPool>> {
+    let (Some(migrator), Some(database)) = (spec.migrator, &settings.database) else {
+        return Ok(None);
+    };
+    let db = crate::db::connect_and_migrate(database, migrator).await?;
+    for extension in spec.extensions {
+        extension
+            .migrate(&db)
+            .await
+            .with_context(|| format!("{} migration failed", extension.name()))?;
+    }
+    Ok(Some(db))
+}
+
 /// Connects the database and binds the gRPC listener: everything `build` needs.
 pub async fn prepare(
     spec: &ServiceSpec,
@@ -104,10 +181,14 @@ pub async fn prepare(
     settings: ServiceSettings,
 ) -> anyhow::Result<Context> {
     let auth = &settings.auth;
-    crate::events::set_producer_name(spec.name);
+    for extension in spec.extensions {
+        extension.init(spec.name);
+    }
     let redis = crate::redis::connect(&settings.redis).await?;
-    let db = crate::db::connect_and_migrate(&settings.database, spec.migrator).await?;
-    crate::metrics::report_pool(db.clone());
+    let db = connect_and_migrate(spec, &settings).await?;
+    if let Some(db) = &db {
+        crate::metrics::report_pool(db.clone());
+    }
     let verifier = TokenVerifier::new(
         Arc::new(GrpcKeySource::new(&auth.auth_url)?),
         SessionStore::new(redis.clone()),
@@ -120,6 +201,7 @@ pub async fn prepare(
         .access_control(access.clone())
         .overload(settings.overload);
     Ok(Context {
+        name: spec.name,
         env,
         settings,
         db,
@@ -144,68 +226,56 @@ where
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // The service's own settings matter only when it serves: `migrate` and
-    // `replay-dlq` run with the common ones (e.g. a migration job's).
+    // the extensions' commands run with the common ones (e.g. a migration
+    // job's) and the extensions'.
     let checked = ServiceSettings::from_env(spec, &env).and_then(|settings| {
+        for extension in spec.extensions {
+            extension.check_settings(spec.name, &env)?;
+        }
         if args.is_empty() {
             (spec.check_settings)(&env)?;
         }
         Ok(settings)
     });
-    let settings = match checked {
+    let settings = match runner::settings_or_exit(spec.name, checked) {
         Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("{}: {err}", spec.name);
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let _telemetry = match crate::telemetry::init(&settings.telemetry) {
-        Ok(guard) => guard,
-        Err(err) => {
-            eprintln!("{}: {err:#}", spec.name);
-            return ExitCode::from(2);
-        }
-    };
-    let result = match args.as_slice() {
-        [] => match start(spec, env, settings, build).await {
-            Ok(running) => running.serve(crate::shutdown::shutdown_signal()).await,
-            Err(err) => Err(err),
-        },
-        ["migrate"] => crate::db::connect_and_migrate(&settings.database, spec.migrator)
+    let command = spec
+        .extensions
+        .iter()
+        .find_map(|extension| extension.command(spec.name, &env, &args));
+    // `start` takes the settings: the runner gets its own copy of telemetry's.
+    let telemetry = settings.telemetry.clone();
+    match (args.as_slice(), command) {
+        ([], _) => {
+            runner::run(spec.name, &telemetry, |shutdown| async {
+                start(spec, env.clone(), settings, build)
+                    .await?
+                    .serve(shutdown)
+                    .await
+            })
             .await
-            .map(|_| tracing::info!(service = spec.name, "migrations applied")),
-        ["replay-dlq", topic, rest @ ..] if rest.len() <= 1 => {
-            crate::events::replay_dead_letters(&settings.events, topic, rest.first().copied())
-                .await
-                .map(|report| {
-                    tracing::info!(
-                        service = spec.name,
-                        topic,
-                        replayed = report.replayed,
-                        skipped = report.skipped,
-                        "dead letters replayed"
-                    );
-                })
-                .map_err(anyhow::Error::from)
         }
-        _ => {
-            eprintln!(
-                "{}: unknown command {:?}; usage: {} [migrate | replay-dlq <topic> [<consumer group>]]",
+        (["migrate"], _) => {
+            runner::run(spec.name, &telemetry, |_| async {
+                match connect_and_migrate(spec, &settings).await? {
+                    Some(_) => tracing::info!(service = spec.name, "migrations applied"),
+                    None => tracing::info!(service = spec.name, "no database: nothing to migrate"),
+                }
+                Ok(())
+            })
+            .await
+        }
+        (_, Some(command)) => runner::run(spec.name, &telemetry, |_| command).await,
+        (_, None) => {
+            let mut usage = vec!["migrate"];
+            usage.extend(spec.extensions.iter().map(|extension| extension.usage()));
+            runner::refuse_command(
                 spec.name,
-                args.join(" "),
-                spec.name
-            );
-            return ExitCode::from(2);
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!(
-                error = format!("{err:#}"),
-                service = spec.name,
-                "service failed"
-            );
-            ExitCode::FAILURE
+                &args.join(" "),
+                &format!("{} [{}]", spec.name, usage.join(" | ")),
+            )
         }
     }
 }
@@ -216,7 +286,7 @@ pub struct Running {
     pub metrics_addr: SocketAddr,
     grpc: GrpcServer,
     metrics_listener: tokio::net::TcpListener,
-    db: PgPool,
+    db: Option<PgPool>,
     shutdown: CancellationToken,
 }
 
@@ -265,7 +335,9 @@ impl Running {
         self.shutdown.cancel();
         let _ = metrics_stop.send(());
         let _ = metrics.await;
-        self.db.close().await;
+        if let Some(db) = self.db {
+            db.close().await;
+        }
         served
     }
 }

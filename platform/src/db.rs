@@ -1,5 +1,6 @@
 //! PostgreSQL: one pool per service, on the service's own database, created if
-//! missing, migrated at start (the service's migrations, then the events tables);
+//! missing, migrated at start (the service's migrations; then its extensions',
+//! `app::connect_and_migrate`);
 //! and LISTEN relays for change announcements made with `pg_notify`.
 
 use std::str::FromStr;
@@ -70,10 +71,6 @@ pub async fn connect_and_migrate(
         .run(&pool)
         .await
         .context("database migration failed")?;
-    // The outbox and inbox every service has (tracked in their own table).
-    crate::events::migrate(&pool)
-        .await
-        .context("events (outbox/inbox) migration failed")?;
     Ok(pool)
 }
 

@@ -155,7 +155,7 @@ impl GrpcServer {
                     // client's mistake (NOT_FOUND, INVALID_ARGUMENT…) is no error of ours.
                     .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
             )
-            // Request id and trace context for events the call produces (platform::events).
+            // Request id and trace context for events the call produces (shopmesh-events).
             .layer(crate::tracing_context::CallContextLayer)
             .layer(GrpcMetricsLayer)
             .option_layer(access.map(AccessLayer::new))

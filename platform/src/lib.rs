@@ -1,6 +1,8 @@
 //! The runtime kit every shopmesh binary uses, so that no service repeats it:
 //! settings, telemetry, metrics, gRPC hosting, PostgreSQL, Redis, status
-//! building, paging, events (outbox, inbox, Kafka), and following stock.
+//! building, paging, service-to-service channels. Events (outbox, inbox,
+//! Kafka) are the `shopmesh-events` crate, an [`app::Extension`] only the
+//! services that publish or consume carry.
 
 pub mod access;
 pub mod app;
@@ -9,15 +11,14 @@ pub mod backoff;
 pub mod clients;
 pub mod db;
 pub mod errors;
-pub mod events;
 pub mod grpc;
 pub mod metrics;
 pub mod overload;
 pub mod paging;
 pub mod redis;
+pub mod runner;
 pub mod settings;
 pub mod shutdown;
-pub mod stock;
 pub mod telemetry;
 pub mod tracing_context;
 

@@ -122,15 +122,9 @@ impl Identity {
             display_name: display_name.clone(),
             register_time: Some(std::time::SystemTime::now().into()),
         };
-        shopmesh_platform::events::publish(
-            &mut tx,
-            TOPIC,
-            "user",
-            user_id.to_string(),
-            &registered,
-        )
-        .await
-        .map_err(|err| IdentityError::Internal(err.into()))?;
+        shopmesh_events::publish(&mut tx, TOPIC, "user", user_id.to_string(), &registered)
+            .await
+            .map_err(|err| IdentityError::Internal(err.into()))?;
         tx.commit().await?;
         tracing::info!(%user_id, "account registered");
 

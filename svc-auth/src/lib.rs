@@ -37,8 +37,9 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     name: "svc-auth",
     grpc_port: 50051,
     metrics_port: 9101,
-    migrator: &MIGRATOR,
+    migrator: Some(&MIGRATOR),
     check_settings: |env| AuthServiceSettings::from_env(env).map(drop),
+    extensions: &[&shopmesh_events::EVENTS],
 };
 
 /// Builds the service on a prepared context: makes sure signing keys exist,
@@ -46,11 +47,12 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 /// USER/ADMIN calls against its own key table (the default access control would
 /// fetch the JWKS from AUTH_GRPC_URL, that is, from itself over the network).
 pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
+    let db = ctx.database()?;
     let settings = AuthServiceSettings::from_env(&ctx.env)?;
     let auth = &ctx.settings.auth;
-    let store = Store::new(ctx.db.clone());
+    let store = Store::new(db.clone());
 
-    shopmesh_platform::events::start_relay(&ctx, &[identity::TOPIC]);
+    shopmesh_events::start_relay(&ctx, &[identity::TOPIC])?;
     let keys = KeyRing::new(store.clone());
     keys.ensure().await?;
     if !settings.bootstrap_admins.is_empty() {

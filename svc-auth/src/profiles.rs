@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use shopmesh_platform::auth::ServiceCredentials;
 use shopmesh_platform::backoff::Backoff;
-use shopmesh_platform::clients::lazy_channel;
+use shopmesh_platform::clients::{Authenticated, LazyChannel};
 use shopmesh_proto::shop::user::v1::CreateProfileRequest;
 use shopmesh_proto::shop::user::v1::user_service_client::UserServiceClient;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use uuid::Uuid;
 
 use crate::store::{PendingProfile, Store};
@@ -26,12 +24,14 @@ const BATCH: i64 = 16;
 /// First wait after a failed attempt; doubles with each attempt.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
-type Client = UserServiceClient<InterceptedService<Channel, ServiceCredentials>>;
+/// svc-user as svc-auth calls it: connect within 2 s, every call within 5 s.
+const USER_SERVICE: LazyChannel =
+    LazyChannel::new(Duration::from_secs(2)).call_timeout(Duration::from_secs(5));
 
 #[derive(Clone)]
 pub struct ProfileSync {
     store: Store,
-    client: Client,
+    client: UserServiceClient<Authenticated>,
     max_backoff: Duration,
 }
 
@@ -43,10 +43,9 @@ impl ProfileSync {
         credentials: ServiceCredentials,
         max_backoff: Duration,
     ) -> anyhow::Result<Self> {
-        let channel = lazy_channel(user_url, Duration::from_secs(2), Duration::from_secs(5))?;
         Ok(Self {
             store,
-            client: UserServiceClient::with_interceptor(channel, credentials),
+            client: UserServiceClient::new(USER_SERVICE.authenticated(user_url, credentials)?),
             max_backoff,
         })
     }

@@ -59,7 +59,7 @@ async fn an_email_registers_once_whatever_its_case_even_concurrently() {
     );
     let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email_key = $1")
         .bind(contested.to_lowercase())
-        .fetch_one(&h.service.db)
+        .fetch_one(h.service.db())
         .await
         .unwrap();
     assert_eq!(accounts, 1);
@@ -105,7 +105,7 @@ async fn weak_passwords_and_bad_fields_are_refused_by_name() {
         ["email", "password", "display_name"]
     );
     let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(&h.service.db)
+        .fetch_one(h.service.db())
         .await
         .unwrap();
     assert_eq!(accounts, 0);
@@ -113,7 +113,7 @@ async fn weak_passwords_and_bad_fields_are_refused_by_name() {
     // The password is stored only as an Argon2id hash with the documented parameters.
     register(&mut h.client, &email).await;
     let hash: String = sqlx::query_scalar("SELECT password_hash FROM users")
-        .fetch_one(&h.service.db)
+        .fetch_one(h.service.db())
         .await
         .unwrap();
     assert!(
@@ -502,7 +502,7 @@ async fn two_admins_revoking_each_other_at_once_leave_one() {
         ))
     );
     let admins: i64 = sqlx::query_scalar("SELECT count(*) FROM user_roles WHERE role = 'admin'")
-        .fetch_one(&h.service.db)
+        .fetch_one(h.service.db())
         .await
         .unwrap();
     assert_eq!(admins, 1, "{one:?} / {two:?}");
@@ -524,7 +524,7 @@ async fn bootstrap_admin_emails_promote_existing_accounts_at_start() {
     assert!(claims.roles.is_empty());
     let database = h
         .service
-        .db
+        .db()
         .connect_options()
         .get_database()
         .unwrap()

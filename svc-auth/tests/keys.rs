@@ -94,7 +94,7 @@ async fn tokens_signed_before_a_rotation_still_verify_and_retired_keys_expire() 
     )
     .bind(&first_kid)
     .bind(&new_kid)
-    .fetch_one(&h.service.db)
+    .fetch_one(h.service.db())
     .await
     .unwrap();
     assert!(
@@ -105,7 +105,7 @@ async fn tokens_signed_before_a_rotation_still_verify_and_retired_keys_expire() 
     // …and gone once that moment has passed.
     sqlx::query("UPDATE signing_keys SET retires_at = now() - interval '1 second' WHERE kid = $1")
         .bind(&first_kid)
-        .execute(&h.service.db)
+        .execute(h.service.db())
         .await
         .unwrap();
     assert_eq!(jwks(&mut h.client).await, vec![new_kid]);
@@ -134,7 +134,7 @@ async fn keys_rotate_on_schedule_once_across_concurrent_checks() {
         "UPDATE signing_keys SET activated_at = now() - interval '2 hours' \
          WHERE activated_at IS NOT NULL AND retires_at IS NULL",
     )
-    .execute(&h.service.db)
+    .execute(h.service.db())
     .await
     .unwrap();
     let mut client = h.client.clone();
@@ -175,7 +175,7 @@ async fn keys_rotate_on_schedule_once_across_concurrent_checks() {
     let current: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM signing_keys WHERE activated_at IS NOT NULL AND retires_at IS NULL",
     )
-    .fetch_one(&h.service.db)
+    .fetch_one(h.service.db())
     .await
     .unwrap();
     assert_eq!(current, 1);

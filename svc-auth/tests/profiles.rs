@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use shopmesh_platform::events::EnvelopeExt as _;
+use shopmesh_events::EnvelopeExt as _;
 use shopmesh_proto::shop::events::v1::UserRegistered;
 use shopmesh_testkit::{INTERNAL_TOKEN, wait_for_events};
 use support::{
@@ -36,7 +36,7 @@ async fn registration_creates_the_profile_with_the_service_credential() {
     assert_eq!(call.request.display_name, "Test Shopper");
     assert_eq!(call.service_name.as_deref(), Some("svc-auth"));
     assert_eq!(call.service_token.as_deref(), Some(INTERNAL_TOKEN));
-    assert_eq!(pending_rows(&h.service.db).await, 0);
+    assert_eq!(pending_rows(h.service.db()).await, 0);
 
     // UserRegistered, from the registration's transaction through the outbox
     // (svc-notification sends the welcome email from it).
@@ -67,14 +67,14 @@ async fn svc_user_down_at_registration_gets_the_profile_created_once_it_is_back(
     let user: uuid::Uuid = user_id.parse().unwrap();
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
         .bind(user)
-        .fetch_one(&h.service.db)
+        .fetch_one(h.service.db())
         .await
         .unwrap();
     assert!(exists);
     let (attempts, last_error): (i32, Option<String>) =
         sqlx::query_as("SELECT attempts, last_error FROM pending_profiles WHERE user_id = $1")
             .bind(user)
-            .fetch_one(&h.service.db)
+            .fetch_one(h.service.db())
             .await
             .unwrap();
     assert!(attempts >= 1);
@@ -82,10 +82,10 @@ async fn svc_user_down_at_registration_gets_the_profile_created_once_it_is_back(
 
     // Let a retry or two fail against the closed port, then bring svc-user up.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert_eq!(pending_rows(&h.service.db).await, 1);
+    assert_eq!(pending_rows(h.service.db()).await, 1);
     users.clone().serve(port).await;
 
-    let db = h.service.db.clone();
+    let db = h.service.db().clone();
     let done = eventually(Duration::from_secs(15), || {
         let db = db.clone();
         async move { pending_rows(&db).await == 0 }
@@ -119,7 +119,7 @@ async fn svc_user_answering_unavailable_is_retried_until_it_succeeds() {
         .await
         .user_id;
     let last_error: Option<String> = sqlx::query_scalar("SELECT last_error FROM pending_profiles")
-        .fetch_one(&h.service.db)
+        .fetch_one(h.service.db())
         .await
         .unwrap();
     assert!(last_error.unwrap().contains("Unavailable"));
@@ -133,7 +133,7 @@ async fn svc_user_answering_unavailable_is_retried_until_it_succeeds() {
     assert!(retried, "svc-auth stopped retrying");
 
     users.set_failing(false);
-    let db = h.service.db.clone();
+    let db = h.service.db().clone();
     let done = eventually(Duration::from_secs(10), || {
         let db = db.clone();
         async move { pending_rows(&db).await == 0 }

@@ -53,7 +53,7 @@ async fn register_login_refresh_logout_and_every_old_token_is_dead() {
         "SELECT used_at IS NOT NULL FROM refresh_tokens WHERE token_hash = sha256($1::bytea)",
     )
     .bind(second.refresh_token.as_bytes())
-    .fetch_one(&h.service.db)
+    .fetch_one(h.service.db())
     .await
     .unwrap();
     assert!(rotated, "the presented refresh token is marked used");
@@ -61,7 +61,7 @@ async fn register_login_refresh_logout_and_every_old_token_is_dead() {
         "SELECT count(*) FROM refresh_tokens WHERE encode(token_hash, 'escape') = $1",
     )
     .bind(&renewed.refresh_token)
-    .fetch_one(&h.service.db)
+    .fetch_one(h.service.db())
     .await
     .unwrap();
     assert_eq!(stored_in_clear, 0);
@@ -126,7 +126,7 @@ async fn a_reused_refresh_token_revokes_the_session() {
     let live: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL AND used_at IS NULL",
     )
-    .fetch_one(&h.service.db)
+    .fetch_one(h.service.db())
     .await
     .unwrap();
     assert_eq!(live, 0, "the whole family is revoked");
@@ -193,7 +193,7 @@ async fn logging_out_everywhere_ends_every_session_of_the_user_only() {
          WHERE u.email = $1 AND t.revoked_at IS NOT NULL",
     )
     .bind(&email)
-    .fetch_one(&h.service.db)
+    .fetch_one(h.service.db())
     .await
     .unwrap();
     assert_eq!(dead_in_postgres, 2);

@@ -11,12 +11,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use shopmesh_platform::auth::ServiceCredentials;
+use shopmesh_platform::clients::{Authenticated, LazyChannel};
 use shopmesh_proto::shop::inventory::v1::BatchGetStockRequest;
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_proto::shop::product::v1::{BatchGetProductsRequest, Product};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::error::{CartError, Dependency};
@@ -27,18 +26,18 @@ use crate::store::CartRecord;
 const CALL_DEADLINE: Duration = Duration::from_secs(2);
 /// How long establishing a connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// svc-product and svc-inventory: connect on first use, so the cart starts
+/// without its dependencies.
+const DEPENDENCY: LazyChannel = LazyChannel::new(CONNECT_TIMEOUT).call_timeout(CALL_DEADLINE);
 /// Ids or SKUs per batch call: the most both services accept, and the most
 /// lines a cart holds.
 const BATCH: usize = 100;
 
-type ProductClient = ProductServiceClient<InterceptedService<Channel, ServiceCredentials>>;
-type InventoryClient = InventoryServiceClient<InterceptedService<Channel, ServiceCredentials>>;
-
 /// Clients of svc-product and svc-inventory.
 #[derive(Clone)]
 pub struct Catalog {
-    products: ProductClient,
-    inventory: InventoryClient,
+    products: ProductServiceClient<Authenticated>,
+    inventory: InventoryServiceClient<Authenticated>,
 }
 
 /// What the catalog and inventory said about some products and SKUs.
@@ -69,13 +68,11 @@ impl Catalog {
         credentials: ServiceCredentials,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            products: ProductServiceClient::with_interceptor(
-                lazy_channel(&settings.product_url)?,
-                credentials.clone(),
+            products: ProductServiceClient::new(
+                DEPENDENCY.authenticated(&settings.product_url, credentials.clone())?,
             ),
-            inventory: InventoryServiceClient::with_interceptor(
-                lazy_channel(&settings.inventory_url)?,
-                credentials,
+            inventory: InventoryServiceClient::new(
+                DEPENDENCY.authenticated(&settings.inventory_url, credentials)?,
             ),
         })
     }
@@ -157,12 +154,6 @@ impl Catalog {
         }
         Ok(available)
     }
-}
-
-/// A channel that connects on first use, so the cart starts without its
-/// dependencies.
-fn lazy_channel(url: &str) -> anyhow::Result<Channel> {
-    shopmesh_platform::clients::lazy_channel(url, CONNECT_TIMEOUT, CALL_DEADLINE)
 }
 
 /// The distinct values of `values` that `wanted` accepts, in first-seen order.

@@ -21,14 +21,12 @@
 use std::time::Duration;
 
 use shopmesh_platform::auth::ServiceCredentials;
-use shopmesh_platform::clients::lazy_channel;
+use shopmesh_platform::clients::{Authenticated, LazyChannel};
 use shopmesh_proto::shop::order::v1::order_service_client::OrderServiceClient;
 use shopmesh_proto::shop::order::v1::{CreateOrderRequest, Order, OrderStatus, ShippingAddress};
 use shopmesh_proto::shop::payment::v1::PaymentMethod;
 use shopmesh_proto::shop::user::v1::user_service_client::UserServiceClient;
 use shopmesh_proto::shop::user::v1::{Address, GetUserAddressRequest};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
@@ -43,14 +41,14 @@ const ADDRESS_DEADLINE: Duration = Duration::from_secs(2);
 /// little before this deadline with the order as it then stands.
 const ORDER_DEADLINE: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-type Intercepted = InterceptedService<Channel, ServiceCredentials>;
+const USER_SERVICE: LazyChannel = LazyChannel::new(CONNECT_TIMEOUT).call_timeout(ADDRESS_DEADLINE);
+const ORDER_SERVICE: LazyChannel = LazyChannel::new(CONNECT_TIMEOUT).call_timeout(ORDER_DEADLINE);
 
 /// Clients of svc-user and svc-order.
 #[derive(Clone)]
 pub struct Ordering {
-    users: UserServiceClient<Intercepted>,
-    orders: OrderServiceClient<Intercepted>,
+    users: UserServiceClient<Authenticated>,
+    orders: OrderServiceClient<Authenticated>,
 }
 
 impl Ordering {
@@ -59,13 +57,11 @@ impl Ordering {
         credentials: ServiceCredentials,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            users: UserServiceClient::with_interceptor(
-                lazy_channel(&settings.user_url, CONNECT_TIMEOUT, ADDRESS_DEADLINE)?,
-                credentials.clone(),
+            users: UserServiceClient::new(
+                USER_SERVICE.authenticated(&settings.user_url, credentials.clone())?,
             ),
-            orders: OrderServiceClient::with_interceptor(
-                lazy_channel(&settings.order_url, CONNECT_TIMEOUT, ORDER_DEADLINE)?,
-                credentials,
+            orders: OrderServiceClient::new(
+                ORDER_SERVICE.authenticated(&settings.order_url, credentials)?,
             ),
         })
     }

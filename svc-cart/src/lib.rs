@@ -11,8 +11,8 @@
 //! - Checkout: `checkout` (svc-user for the address, svc-order for the
 //!   order and its saga) and the checkout attempts in `store`.
 //!
-//! Nothing is kept in PostgreSQL; the service still has its database (and an
-//! empty `migrations/`) like every other.
+//! Nothing is kept in PostgreSQL: the spec declares no database, so the
+//! service reads no `DATABASE_URL` and opens no pool.
 
 mod api;
 mod catalog;
@@ -30,14 +30,13 @@ use shopmesh_platform::auth::ServiceCredentials;
 use shopmesh_platform::{Context, GrpcServer, ServiceSpec};
 use shopmesh_proto::shop::cart::v1::cart_service_server::CartServiceServer;
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
-
 pub static SPEC: ServiceSpec = ServiceSpec {
     name: "svc-cart",
     grpc_port: 50055,
     metrics_port: 9105,
-    migrator: &MIGRATOR,
+    migrator: None,
     check_settings: |env| CartSettings::from_env(env).map(drop),
+    extensions: &[],
 };
 
 /// Builds the service on a prepared context. The channels to svc-product,

@@ -1,6 +1,6 @@
 //! svc-cart: the cart gRPC service (shopping carts in Redis, checkout).
-//! Run it with `DATABASE_URL=postgres://postgres@127.0.0.1:5432/shop_cart cargo run -p svc-cart`,
-//! or the whole platform with `make run`.
+//! Run it with `REDIS_URL=redis://127.0.0.1:6379 cargo run -p svc-cart` (it has
+//! no database), or the whole platform with `make run`.
 
 #[global_allocator]
 static ALLOCATOR: shopmesh_platform::Allocator = shopmesh_platform::Allocator;

@@ -2,6 +2,8 @@
 //! stops it naming the variable; it starts and serves while svc-product and
 //! svc-inventory, svc-user and svc-order are down (their channels connect
 //! lazily; Checkout says UNAVAILABLE), and SIGTERM drains and exits cleanly.
+//! It has no database: it runs without `DATABASE_URL`, and `migrate` has
+//! nothing to do.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,8 +15,8 @@ use shopmesh_proto::shop::cart::v1::{CheckoutRequest, CreateCartRequest};
 use shopmesh_proto::shop::payment::v1::PaymentMethod;
 use shopmesh_proto::shop::payment::v1::payment_method::Method;
 use shopmesh_testkit::{
-    NOWHERE, TestIdentity, assert_bad_setting_refused, free_port, service_command, sigterm,
-    wait_until_serving, with_bearer,
+    INTERNAL_TOKEN, NOWHERE, TestIdentity, assert_bad_setting_refused, free_port, service_command,
+    sigterm, wait_until_serving, with_bearer,
 };
 use tonic::Code;
 
@@ -22,6 +24,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_svc-cart");
 fn service(port: u16) -> tokio::process::Command {
     let mut command = service_command(BINARY, port);
     command
+        .env_remove("DATABASE_URL")
         .env("SHUTDOWN_DRAIN_SECONDS", "3")
         .env("PRODUCT_GRPC_URL", NOWHERE)
         .env("INVENTORY_GRPC_URL", NOWHERE)
@@ -40,6 +43,19 @@ fn a_bad_cart_setting_stops_the_binary_naming_the_variable() {
     ] {
         assert_bad_setting_refused(BINARY, &[], (name, value));
     }
+}
+
+#[test]
+fn migrate_has_nothing_to_do_without_a_database() {
+    let output = std::process::Command::new(BINARY)
+        .arg("migrate")
+        .env_remove("DATABASE_URL")
+        .env("INTERNAL_SERVICE_TOKEN", INTERNAL_TOKEN)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("nothing to migrate"), "{said}");
 }
 
 #[tokio::test]

@@ -156,7 +156,7 @@ impl Shop {
     async fn orders_in_db(&self, shopper: &User) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM orders WHERE user_id = $1")
             .bind(shopper.id)
-            .fetch_one(&self.base.order().db)
+            .fetch_one(self.base.order().db())
             .await
             .unwrap()
     }

@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
          SELECT 'BENCH-' || n, 1000000000 FROM generate_series(0, $1 - 1) AS n",
     )
     .bind(skus as i64)
-    .execute(&service.db)
+    .execute(service.db())
     .await?;
     let mut channels = Vec::with_capacity(clients);
     for _ in 0..clients {

@@ -27,8 +27,9 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     name: "svc-inventory",
     grpc_port: 50054,
     metrics_port: 9104,
-    migrator: &MIGRATOR,
+    migrator: Some(&MIGRATOR),
     check_settings: |env| InventorySettings::from_env(env).map(drop),
+    extensions: &[],
 };
 
 /// svc-inventory's own settings, on top of what every service has.
@@ -56,14 +57,15 @@ impl InventorySettings {
 /// they do not hold a draining server open and their clients reconnect to
 /// another replica.
 pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
+    let db = ctx.database()?;
     let settings = InventorySettings::from_env(&ctx.env)?;
     if settings.seed_demo_stock {
-        store::seed_if_empty(&ctx.db, &shopmesh_demo::demo_catalog()).await?;
+        store::seed_if_empty(&db, &shopmesh_demo::demo_catalog()).await?;
     }
-    let watch = watch::StockWatch::start(&ctx.db, ctx.shutdown.clone()).await?;
-    let reservations = Reservations::new(ctx.db.clone());
+    let watch = watch::StockWatch::start(&db, ctx.shutdown.clone()).await?;
+    let reservations = Reservations::new(db.clone());
     sweeper::spawn(reservations.clone(), settings.sweep_every);
-    let api = api::InventoryApi::new(store::Store::new(ctx.db), reservations, watch);
+    let api = api::InventoryApi::new(store::Store::new(db), reservations, watch);
     Ok(ctx.grpc.add_service(InventoryServiceServer::new(api)))
 }
 

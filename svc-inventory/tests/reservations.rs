@@ -35,7 +35,7 @@ async fn audit_count(harness: &Harness, kind: &str, order_id: Uuid) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM stock_changes WHERE kind = $1 AND order_id = $2")
         .bind(kind)
         .bind(order_id)
-        .fetch_one(&harness.service.db)
+        .fetch_one(harness.service.db())
         .await
         .unwrap()
 }
@@ -70,7 +70,7 @@ async fn two_hundred_concurrent_buyers_of_fifty_units_get_exactly_fifty() {
         (50, 50, 0)
     );
 
-    let db = &harness.service.db;
+    let db = harness.service.db();
     assert_eq!(levels(db, "HOT-1").await, (50, 50));
     assert_eq!(held_by_live_reservations(db, "HOT-1").await, 50);
     let reservations: i64 = sqlx::query_scalar("SELECT count(*) FROM reservations")
@@ -163,7 +163,7 @@ async fn concurrent_multi_sku_reservations_are_all_or_nothing() {
         "a mix with winners and losers: {won} won, {refused} refused"
     );
 
-    let db = &harness.service.db;
+    let db = harness.service.db();
     for (sku, on_hand) in stock {
         let (now_on_hand, reserved) = levels(db, sku).await;
         assert_eq!(now_on_hand, on_hand);
@@ -220,7 +220,7 @@ async fn a_repeated_reservation_changes_nothing_and_other_lines_conflict() {
         .await
         .unwrap();
     assert_eq!(again, first);
-    assert_eq!(levels(&harness.service.db, "REP-A").await, (10, 2));
+    assert_eq!(levels(harness.service.db(), "REP-A").await, (10, 2));
     assert_eq!(audit_count(&harness, "reserve", order).await, 2);
 
     let other = harness
@@ -229,7 +229,7 @@ async fn a_repeated_reservation_changes_nothing_and_other_lines_conflict() {
         .unwrap_err();
     assert_eq!(other.code(), Code::AlreadyExists);
     assert_eq!(reason(&other), "RESERVATION_CONFLICT");
-    assert_eq!(levels(&harness.service.db, "REP-A").await, (10, 2));
+    assert_eq!(levels(harness.service.db(), "REP-A").await, (10, 2));
 
     // Ten concurrent first attempts for one new order hold its stock once.
     let racer = Uuid::now_v7();
@@ -246,7 +246,7 @@ async fn a_repeated_reservation_changes_nothing_and_other_lines_conflict() {
         .collect();
     let results: Vec<_> = results.into_iter().map(Result::unwrap).collect();
     assert!(results.windows(2).all(|w| w[0] == w[1]), "one reservation");
-    assert_eq!(levels(&harness.service.db, "REP-A").await, (10, 5));
+    assert_eq!(levels(harness.service.db(), "REP-A").await, (10, 5));
     assert_eq!(audit_count(&harness, "reserve", racer).await, 1);
     harness.stop().await;
 }
@@ -268,14 +268,14 @@ async fn expired_reservations_give_their_stock_back() {
     assert_eq!(harness.stock("EXP-1").await.available, 1);
 
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let expired = svc_inventory::expire_overdue_reservations(&harness.service.db)
+    let expired = svc_inventory::expire_overdue_reservations(harness.service.db())
         .await
         .unwrap();
     assert_eq!(expired, 1);
     let stock = harness.stock("EXP-1").await;
     assert_eq!((stock.reserved, stock.available), (1, 4));
     assert_eq!(
-        svc_inventory::expire_overdue_reservations(&harness.service.db)
+        svc_inventory::expire_overdue_reservations(harness.service.db())
             .await
             .unwrap(),
         0,
@@ -285,7 +285,7 @@ async fn expired_reservations_give_their_stock_back() {
         "SELECT kind, actor, reserved_delta FROM stock_changes WHERE order_id = $1 ORDER BY seq DESC LIMIT 1",
     )
     .bind(short_lived)
-    .fetch_one(&harness.service.db)
+    .fetch_one(harness.service.db())
     .await
     .unwrap();
     assert_eq!(
@@ -348,7 +348,7 @@ async fn the_background_sweeper_expires_reservations_on_its_own() {
     assert_eq!(available, 4, "the sweeper gave the stock back");
     let status: String = sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1")
         .bind(order)
-        .fetch_one(&harness.service.db)
+        .fetch_one(harness.service.db())
         .await
         .unwrap();
     assert_eq!(status, "expired");
@@ -359,7 +359,7 @@ async fn the_background_sweeper_expires_reservations_on_its_own() {
 async fn release_and_commit_happen_exactly_once_even_when_repeated_concurrently() {
     let harness = Harness::start().await;
     harness.set_stock("ONCE-1", 10).await;
-    let db = &harness.service.db;
+    let db = harness.service.db();
 
     let sold = Uuid::now_v7();
     harness.reserve(sold, &[("ONCE-1", 4)], None).await.unwrap();
@@ -469,7 +469,7 @@ async fn shortfalls_name_every_short_sku_and_hold_nothing() {
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(reason(&status), "INSUFFICIENT_STOCK");
     assert_eq!(short_skus(&status), ["SHORT-A", "SHORT-B"]);
-    assert_eq!(levels(&harness.service.db, "SHORT-C").await, (9, 0));
+    assert_eq!(levels(harness.service.db(), "SHORT-C").await, (9, 0));
 
     // Nothing was kept for the order, so it may try again with what is there.
     let retry = harness
@@ -485,7 +485,7 @@ async fn shortfalls_name_every_short_sku_and_hold_nothing() {
     assert_eq!(unknown.code(), Code::NotFound);
     assert_eq!(reason(&unknown), "SKU_NOT_FOUND");
     assert!(unknown.message().contains("NO-SUCH-SKU"));
-    assert_eq!(levels(&harness.service.db, "SHORT-C").await, (9, 5));
+    assert_eq!(levels(harness.service.db(), "SHORT-C").await, (9, 5));
     harness.stop().await;
 }
 
@@ -594,7 +594,7 @@ async fn only_services_with_the_credential_may_reserve_release_or_commit() {
         .await
         .unwrap_err();
     assert_eq!(commit.code(), Code::Unauthenticated);
-    assert_eq!(levels(&harness.service.db, "GUARD-1").await, (5, 0));
+    assert_eq!(levels(harness.service.db(), "GUARD-1").await, (5, 0));
 
     // With the credential, the calling service is recorded as the actor.
     harness
@@ -606,7 +606,7 @@ async fn only_services_with_the_credential_may_reserve_release_or_commit() {
         "SELECT 'reservation', actor FROM reservations UNION ALL \
          SELECT 'change', actor FROM stock_changes WHERE kind = 'reserve'",
     )
-    .fetch_all(&harness.service.db)
+    .fetch_all(harness.service.db())
     .await
     .unwrap()
     .into_iter()

@@ -124,7 +124,7 @@ async fn stock_never_goes_below_zero_or_below_what_is_reserved() {
     assert_eq!(reason(&set_below), "BELOW_RESERVED");
     let adjust_below = harness.adjust_stock("FLOOR-1", -8, "").await.unwrap_err();
     assert_eq!(adjust_below.code(), Code::FailedPrecondition);
-    assert_eq!(levels(&harness.service.db, "FLOOR-1").await, (12, 5));
+    assert_eq!(levels(harness.service.db(), "FLOOR-1").await, (12, 5));
     assert_eq!(
         harness
             .adjust_stock("FLOOR-1", -7, "")
@@ -137,7 +137,7 @@ async fn stock_never_goes_below_zero_or_below_what_is_reserved() {
     let refused_rows: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM stock_changes WHERE sku = 'FLOOR-1' AND kind IN ('set', 'adjust')",
     )
-    .fetch_one(&harness.service.db)
+    .fetch_one(harness.service.db())
     .await
     .unwrap();
     assert_eq!(refused_rows, 2, "refused changes leave no audit row");
@@ -228,7 +228,7 @@ async fn an_adjustment_with_an_idempotency_key_is_applied_once() {
     let adjustments: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM stock_changes WHERE sku = 'KEY-1' AND kind = 'adjust'",
     )
-    .fetch_one(&harness.service.db)
+    .fetch_one(harness.service.db())
     .await
     .unwrap();
     assert_eq!(adjustments, 3);
@@ -393,7 +393,7 @@ async fn only_admins_may_change_stock_or_read_its_log() {
         admin_method_codes(&harness, None).await,
         [Code::Unauthenticated; 3]
     );
-    assert_eq!(levels(&harness.service.db, "ADMIN-1").await, (3, 0));
+    assert_eq!(levels(harness.service.db(), "ADMIN-1").await, (3, 0));
     assert_eq!(
         admin_method_codes(&harness, Some(&harness.admin)).await,
         [Code::Ok; 3]
@@ -404,7 +404,7 @@ async fn only_admins_may_change_stock_or_read_its_log() {
 #[tokio::test]
 async fn the_demo_stock_is_seeded_once() {
     let harness = Harness::start_with(&[("SEED_DEMO_STOCK", "true")]).await;
-    let db = &harness.service.db;
+    let db = harness.service.db();
     let catalog = shopmesh_demo::demo_catalog();
     let rows: Vec<(String, i64, i64)> = sqlx::query_as("SELECT sku, on_hand, reserved FROM stock")
         .fetch_all(db)

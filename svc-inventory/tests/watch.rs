@@ -109,14 +109,14 @@ async fn a_change_made_by_another_replica_or_session_reaches_the_watcher() {
 
     // Any committed change of the table is announced, even one made in SQL;
     // a rolled-back one never is.
-    let mut tx = harness.service.db.begin().await.unwrap();
+    let mut tx = harness.service.db().begin().await.unwrap();
     sqlx::query("UPDATE stock SET on_hand = 99, version = version + 1 WHERE sku = 'REPL-1'")
         .execute(&mut *tx)
         .await
         .unwrap();
     tx.rollback().await.unwrap();
     sqlx::query("UPDATE stock SET on_hand = 20, version = version + 1 WHERE sku = 'REPL-1'")
-        .execute(&harness.service.db)
+        .execute(harness.service.db())
         .await
         .unwrap();
     assert_eq!(summary(&next(&mut stream).await), level("REPL-1", 20, 4));

@@ -5,7 +5,7 @@
 //! sender does, after commit, so a retried or redelivered event repeats no
 //! email (the inbox and the unique (source event, channel) both stop it).
 
-use shopmesh_platform::events::{EnvelopeExt, EventEnvelope, EventHandler, HandlerError};
+use shopmesh_events::{EnvelopeExt, EventEnvelope, EventHandler, HandlerError};
 use shopmesh_proto::shop::events::v1::{
     OrderCancelled, OrderConfirmed, OrderFailed, OrderRefunded, PaymentRefunded, UserRegistered,
 };

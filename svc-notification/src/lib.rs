@@ -32,16 +32,18 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     name: "svc-notification",
     grpc_port: 50058,
     metrics_port: 9108,
-    migrator: &MIGRATOR,
+    migrator: Some(&MIGRATOR),
     check_settings: |env| NotificationSettings::from_env(env).map(drop),
+    extensions: &[&shopmesh_events::EVENTS],
 };
 
 /// Builds the service on a prepared context: the event consumer, the sender
 /// and the outbox relay run until `ctx.shutdown`.
 pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
+    let db = ctx.database()?;
     let settings = NotificationSettings::from_env(&ctx.env)?;
     let credentials = ServiceCredentials::new(SPEC.name, &ctx.settings.auth.internal_token)?;
-    let store = store::Store::new(ctx.db.clone());
+    let store = store::Store::new(db.clone());
     let sender = sender::Sender {
         store: store.clone(),
         recipients: recipients::Recipients::new(&settings.user_url, credentials)?,
@@ -50,16 +52,16 @@ pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
         max_attempts: settings.max_attempts,
         max_backoff: settings.max_backoff,
     };
-    let watch = watch::NotificationWatch::start(&ctx.db, ctx.shutdown.clone()).await?;
-    shopmesh_platform::events::start_relay(&ctx, &[TOPIC]);
-    shopmesh_platform::events::start_consumer(
+    let watch = watch::NotificationWatch::start(&db, ctx.shutdown.clone()).await?;
+    shopmesh_events::start_relay(&ctx, &[TOPIC])?;
+    shopmesh_events::start_consumer(
         &ctx,
         &settings.consumer_group,
         consumer::TOPICS,
         consumer::NotificationHandler,
         |c| c,
-    );
-    sender.spawn(&ctx.db, ctx.shutdown.clone()).await?;
+    )?;
+    sender.spawn(&db, ctx.shutdown.clone()).await?;
     let api = api::NotificationApi::new(store, watch);
     Ok(ctx.grpc.add_service(NotificationServiceServer::new(api)))
 }

@@ -29,7 +29,7 @@ pub enum StoreError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("outbox: {0}")]
-    Outbox(#[from] shopmesh_platform::events::OutboxError),
+    Outbox(#[from] shopmesh_events::OutboxError),
     #[error("stored value {0:?} is not known")]
     Corrupt(String),
 }
@@ -440,7 +440,7 @@ impl Store {
             source_event_id: notification.source_event_id.to_string(),
             sent_time: Some(timestamp(sent_at)),
         };
-        shopmesh_platform::events::publish(
+        shopmesh_events::publish(
             &mut tx,
             TOPIC,
             "notification",

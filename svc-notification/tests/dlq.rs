@@ -15,7 +15,7 @@ use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use shopmesh_platform::events::{EventEnvelope, header};
+use shopmesh_events::{EventEnvelope, header};
 use shopmesh_proto::shop::notification::v1 as pb;
 use shopmesh_testkit::{Record, TestBroker, free_port, read_topic, service_command};
 use support::{Fixture, ORDER_TOPIC, Shopper, eventually, order_confirmed, produce_on};
@@ -77,7 +77,7 @@ async fn notifications_of(shop: &Fixture, event_id: &str) -> Vec<(String, String
         "SELECT channel, status FROM notifications WHERE source_event_id = $1 ORDER BY channel",
     )
     .bind(Uuid::parse_str(event_id).unwrap())
-    .fetch_all(&shop.notification.db)
+    .fetch_all(shop.notification.db())
     .await
     .unwrap()
 }
@@ -86,7 +86,7 @@ async fn inbox_rows(shop: &Fixture, event_id: &str) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM inbox WHERE consumer_group = $1 AND event_id = $2")
         .bind(&shop.group)
         .bind(Uuid::parse_str(event_id).unwrap())
-        .fetch_one(&shop.notification.db)
+        .fetch_one(shop.notification.db())
         .await
         .unwrap()
 }
@@ -229,7 +229,7 @@ async fn an_event_failing_until_fixed_is_dead_lettered_then_replayed_into_one_em
            FOR EACH ROW EXECUTE FUNCTION {function}();",
         id = event.event_id
     )))
-    .execute(&shop.notification.db)
+    .execute(shop.notification.db())
     .await
     .unwrap();
 
@@ -255,7 +255,7 @@ async fn an_event_failing_until_fixed_is_dead_lettered_then_replayed_into_one_em
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "DROP TRIGGER {function} ON notifications; DROP FUNCTION {function}();"
     )))
-    .execute(&shop.notification.db)
+    .execute(shop.notification.db())
     .await
     .unwrap();
     assert_eq!(replay(&shop).await, 1, "our one dead letter");

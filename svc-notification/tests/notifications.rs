@@ -8,8 +8,8 @@ mod support;
 use std::time::Duration;
 
 use futures::StreamExt;
+use shopmesh_events::{EnvelopeExt, Event};
 use shopmesh_platform::errors::violated_fields;
-use shopmesh_platform::events::{EnvelopeExt, Event};
 use shopmesh_proto::shop::events::v1::{NotificationSent, OrderCancelled, OrderFailed};
 use shopmesh_proto::shop::notification::v1 as pb;
 use shopmesh_testkit::wait_for_events;
@@ -196,7 +196,7 @@ async fn an_smtp_server_refusing_for_a_while_gets_the_email_once_it_accepts() {
             "SELECT attempts FROM notifications WHERE user_id = $1 AND channel = 'email' AND status = 'sent'",
         )
         .bind(shopper.id)
-        .fetch_optional(&shop.notification.db)
+        .fetch_optional(shop.notification.db())
         .await
         .unwrap()
     })
@@ -239,7 +239,7 @@ async fn with_svc_user_down_the_notification_waits_and_is_sent_once_it_is_back()
             "SELECT status FROM notifications WHERE user_id = $1 AND channel = 'email'",
         )
         .bind(shopper.id)
-        .fetch_optional(&shop.notification.db)
+        .fetch_optional(shop.notification.db())
         .await
         .unwrap();
         pending.filter(|s| s == "pending")
@@ -251,7 +251,7 @@ async fn with_svc_user_down_the_notification_waits_and_is_sent_once_it_is_back()
         "SELECT status FROM notifications WHERE user_id = $1 AND channel = 'email'",
     )
     .bind(shopper.id)
-    .fetch_one(&shop.notification.db)
+    .fetch_one(shop.notification.db())
     .await
     .unwrap();
     assert_eq!(status, "pending", "still waiting, not failed");

@@ -24,11 +24,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use shopmesh_platform::auth::ServiceCredentials;
-use shopmesh_platform::events::{
+use shopmesh_events::{
     CancellationToken, EnvelopeExt, EventConsumer, EventEnvelope, EventHandler, EventsSettings,
     HandlerError,
 };
+use shopmesh_platform::auth::ServiceCredentials;
 use shopmesh_platform::settings::{Env, Secret};
 use shopmesh_proto::shop::events::v1::OrderConfirmed;
 use shopmesh_proto::shop::order::v1::order_service_client::OrderServiceClient;
@@ -36,7 +36,7 @@ use shopmesh_proto::shop::order::v1::{
     CreateOrderLine, CreateOrderRequest, OrderStatus, ShippingAddress,
 };
 use shopmesh_proto::shop::payment::v1::{PaymentMethod, payment_method};
-use shopmesh_testkit::{INTERNAL_TOKEN, TestIdentity, TestService, kafka_brokers};
+use shopmesh_testkit::{INTERNAL_TOKEN, Latencies, TestIdentity, TestService, kafka_brokers};
 use sqlx::PgConnection;
 
 fn setting(name: &str, default: usize) -> usize {
@@ -49,7 +49,7 @@ fn setting(name: &str, default: usize) -> usize {
 /// Records commit → consumer latency of this run's OrderConfirmed events.
 struct Delivery {
     orders: Arc<Mutex<HashSet<String>>>,
-    latencies: Arc<Mutex<Vec<Duration>>>,
+    latencies: Arc<Mutex<Latencies>>,
 }
 
 impl EventHandler for Delivery {
@@ -72,7 +72,7 @@ impl EventHandler for Delivery {
         let latency = SystemTime::now()
             .duration_since(occurred)
             .unwrap_or_default();
-        self.latencies.lock().unwrap().push(latency);
+        self.latencies.lock().unwrap().record(latency);
         Ok(())
     }
 }
@@ -96,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     // Plenty of every SKU: this measures the happy path, not shortages.
     sqlx::query("UPDATE stock SET on_hand = 1000000000")
-        .execute(&inventory.db)
+        .execute(inventory.db())
         .await?;
     let inventory_url = inventory.endpoint();
     let product = TestService::spawn(
@@ -131,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The delivery probe: its own group; it only counts this run's orders.
     let orders = Arc::new(Mutex::new(HashSet::new()));
-    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let latencies = Arc::new(Mutex::new(Latencies::new()));
     let settings = EventsSettings::from_env(
         &Env::process().with("KAFKA_BROKERS", kafka_brokers()),
         "checkout-bench",
@@ -139,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
     let probe_group = format!("checkout-bench-{}", uuid::Uuid::now_v7().simple());
     let stop_probe = CancellationToken::new();
     let probe = EventConsumer::new(
-        order.db.clone(),
+        order.db().clone(),
         &settings,
         &probe_group,
         &[svc_order::events::TOPIC],
@@ -174,9 +174,9 @@ async fn main() -> anyhow::Result<()> {
     // Until the probe has joined its group, read the topic's history (a new
     // group starts at the earliest offset) and seen the warm-up's
     // confirmations: the figures below are steady state.
-    let warm = orders.lock().unwrap().len();
+    let warm = orders.lock().unwrap().len() as u64;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while latencies.lock().unwrap().len() < warm && Instant::now() < deadline {
+    while latencies.lock().unwrap().count() < warm && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     orders.lock().unwrap().clear();
@@ -184,20 +184,17 @@ async fn main() -> anyhow::Result<()> {
     run(&order, &catalog, &users, &orders, clients, total, true).await?;
 
     // Wait for the confirmations to reach the probe.
-    let expected = orders.lock().unwrap().len();
+    let expected = orders.lock().unwrap().len() as u64;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while latencies.lock().unwrap().len() < expected && Instant::now() < deadline {
+    while latencies.lock().unwrap().count() < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut delivered = latencies.lock().unwrap().clone();
-    delivered.sort_unstable();
+    let delivered = latencies.lock().unwrap().clone();
     println!(
         "   event delivery (OrderConfirmed, commit → consumer committed): {} of {expected} \
-         events  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
-        delivered.len(),
-        ms(percentile(&delivered, 0.50)),
-        ms(percentile(&delivered, 0.99)),
-        ms(delivered.last().copied().unwrap_or_default()),
+         events  {:.1}",
+        delivered.count(),
+        delivered.summary(&[0.50, 0.99, 1.0]),
     );
     stop_probe.cancel();
     let _ = probe.await;
@@ -224,7 +221,7 @@ async fn run(
         let (next, catalog, users, orders) =
             (next.clone(), catalog.clone(), users.clone(), orders.clone());
         workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
+            let mut latencies = Latencies::new();
             let mut failures = 0_usize;
             let mut seed = 0x9E37_79B9_7F4A_7C15_u64 ^ (worker as u64 + 1);
             loop {
@@ -258,7 +255,7 @@ async fn run(
                 match client.create_order(request).await {
                     Ok(response) => match response.into_inner().order {
                         Some(o) if o.status() == OrderStatus::Confirmed => {
-                            latencies.push(sent.elapsed());
+                            latencies.record(sent.elapsed());
                             orders.lock().unwrap().insert(o.id);
                         }
                         _ => failures += 1,
@@ -269,23 +266,19 @@ async fn run(
             (latencies, failures)
         }));
     }
-    let mut latencies = Vec::with_capacity(total);
+    let mut latencies = Latencies::new();
     let mut failures = 0;
     for worker in workers {
         let (mine, failed) = worker.await?;
-        latencies.extend(mine);
+        latencies.merge(&mine);
         failures += failed;
     }
     let elapsed = started.elapsed();
     if report {
-        latencies.sort_unstable();
         println!(
-            "   checkouts to CONFIRMED: {:.0}/s  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  \
-             not confirmed {failures}",
-            latencies.len() as f64 / elapsed.as_secs_f64(),
-            ms(percentile(&latencies, 0.50)),
-            ms(percentile(&latencies, 0.99)),
-            ms(latencies.last().copied().unwrap_or_default()),
+            "   checkouts to CONFIRMED: {:.0}/s  {:.1}  not confirmed {failures}",
+            latencies.count() as f64 / elapsed.as_secs_f64(),
+            latencies.summary(&[0.50, 0.99, 1.0]),
         );
     }
     Ok(())
@@ -300,17 +293,6 @@ fn address() -> ShippingAddress {
         country_code: "GB".into(),
         ..Default::default()
     }
-}
-
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    sorted
-        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or_default()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn xorshift(state: &mut u64) -> u64 {

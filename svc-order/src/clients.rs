@@ -8,14 +8,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use shopmesh_platform::auth::ServiceCredentials;
+use shopmesh_platform::clients::{Authenticated, LazyChannel};
 use shopmesh_proto::shop::inventory::v1 as inventory;
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_proto::shop::payment::v1 as payment;
 use shopmesh_proto::shop::payment::v1::payment_service_client::PaymentServiceClient;
 use shopmesh_proto::shop::product::v1::BatchGetProductsRequest;
 use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
@@ -26,18 +25,18 @@ use crate::settings::OrderSettings;
 /// Shorter than any saga lease, so a step never outlives its runner's lease.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Every dependency: connects on first use, so svc-order starts without them.
+const DEPENDENCY: LazyChannel = LazyChannel::new(CONNECT_TIMEOUT).call_timeout(CALL_DEADLINE);
 /// How long a reservation holds stock: past the saga's deadline, so a saga
 /// that is still retrying never loses its stock.
 const RESERVATION_MARGIN: Duration = Duration::from_secs(300);
 const MAX_RESERVATION_TTL: Duration = Duration::from_secs(3600);
 
-type Intercepted = InterceptedService<Channel, ServiceCredentials>;
-
 #[derive(Clone)]
 pub struct Clients {
-    products: ProductServiceClient<Intercepted>,
-    inventory: InventoryServiceClient<Intercepted>,
-    payments: PaymentServiceClient<Intercepted>,
+    products: ProductServiceClient<Authenticated>,
+    inventory: InventoryServiceClient<Authenticated>,
+    payments: PaymentServiceClient<Authenticated>,
     reservation_ttl: Duration,
 }
 
@@ -83,17 +82,14 @@ impl Clients {
         credentials: ServiceCredentials,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            products: ProductServiceClient::with_interceptor(
-                lazy_channel(&settings.product_url)?,
-                credentials.clone(),
+            products: ProductServiceClient::new(
+                DEPENDENCY.authenticated(&settings.product_url, credentials.clone())?,
             ),
-            inventory: InventoryServiceClient::with_interceptor(
-                lazy_channel(&settings.inventory_url)?,
-                credentials.clone(),
+            inventory: InventoryServiceClient::new(
+                DEPENDENCY.authenticated(&settings.inventory_url, credentials.clone())?,
             ),
-            payments: PaymentServiceClient::with_interceptor(
-                lazy_channel(&settings.payment_url)?,
-                credentials,
+            payments: PaymentServiceClient::new(
+                DEPENDENCY.authenticated(&settings.payment_url, credentials)?,
             ),
             reservation_ttl: (settings.saga_timeout + RESERVATION_MARGIN).min(MAX_RESERVATION_TTL),
         })
@@ -300,12 +296,6 @@ fn reservation(
 
 fn payment_of(payment: Option<payment::Payment>) -> Result<payment::Payment, Status> {
     payment.ok_or_else(|| Status::internal("svc-payment answered without a payment"))
-}
-
-/// A channel that connects on first use, so svc-order starts without its
-/// dependencies.
-fn lazy_channel(url: &str) -> anyhow::Result<Channel> {
-    shopmesh_platform::clients::lazy_channel(url, CONNECT_TIMEOUT, CALL_DEADLINE)
 }
 
 #[cfg(test)]

@@ -17,9 +17,7 @@
 
 use std::time::Duration;
 
-use shopmesh_platform::events::{
-    CancellationToken, EnvelopeExt, EventEnvelope, EventHandler, HandlerError,
-};
+use shopmesh_events::{CancellationToken, EnvelopeExt, EventEnvelope, EventHandler, HandlerError};
 use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::events::v1::{
     PaymentAuthorized, PaymentCaptured, PaymentFailed, PaymentRefunded, PaymentVoided,
@@ -240,7 +238,7 @@ pub fn spawn_checker(pool: PgPool, settings: CheckSettings, shutdown: Cancellati
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shopmesh_platform::events::Event;
+    use shopmesh_events::Event;
 
     fn money(minor: i64) -> Option<Money> {
         Some(Money {

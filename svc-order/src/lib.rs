@@ -36,8 +36,9 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     name: "svc-order",
     grpc_port: 50056,
     metrics_port: 9106,
-    migrator: &MIGRATOR,
+    migrator: Some(&MIGRATOR),
     check_settings: |env| OrderSettings::from_env(env).map(drop),
+    extensions: &[&shopmesh_events::EVENTS],
 };
 
 /// Builds the service on a prepared context. When the service begins to shut
@@ -46,22 +47,23 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 /// next start) and open WatchOrder streams end with UNAVAILABLE so they do not
 /// hold the drain open.
 pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
+    let db = ctx.database()?;
     let shutdown = ctx.shutdown.clone().cancelled_owned();
     let settings = OrderSettings::from_env(&ctx.env)?;
-    shopmesh_platform::events::start_relay(&ctx, &[events::TOPIC]);
-    shopmesh_platform::events::start_consumer(
+    shopmesh_events::start_relay(&ctx, &[events::TOPIC])?;
+    shopmesh_events::start_consumer(
         &ctx,
         &settings.consumer_group,
         &[ledger::TOPIC],
         ledger::PaymentLedger,
         |c| c,
-    );
-    ledger::spawn_checker(ctx.db.clone(), settings.ledger_check, ctx.shutdown.clone());
+    )?;
+    ledger::spawn_checker(db.clone(), settings.ledger_check, ctx.shutdown.clone());
     let credentials = ServiceCredentials::new(SPEC.name, &ctx.settings.auth.internal_token)?;
     let clients = clients::Clients::connect(&settings, credentials)?;
-    let store = store::Store::new(ctx.db.clone());
+    let store = store::Store::new(db.clone());
     let shutdown = shutdown.shared();
-    let watch = watch::OrderWatch::start(&ctx.db, ctx.shutdown.clone()).await?;
+    let watch = watch::OrderWatch::start(&db, ctx.shutdown.clone()).await?;
     let runner = runner::spawn(store.clone(), clients.clone(), &settings, shutdown);
     let api = api::OrderApi::new(
         store,

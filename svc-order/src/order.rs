@@ -410,7 +410,7 @@ pub enum OrderError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
-    Outbox(#[from] shopmesh_platform::events::OutboxError),
+    Outbox(#[from] shopmesh_events::OutboxError),
 }
 
 /// Prices wanted lines from catalog products (id → (sku, name, price, currency)).

@@ -615,7 +615,7 @@ async fn publish<M: prost::Name>(
     order_id: Uuid,
     payload: &M,
 ) -> Result<(), OrderError> {
-    shopmesh_platform::events::publish(
+    shopmesh_events::publish(
         conn,
         events::TOPIC,
         events::AGGREGATE_TYPE,

@@ -13,7 +13,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use shopmesh_platform::events;
+use shopmesh_events as events;
 use shopmesh_proto::shop::order::v1::{Order, OrderStatus};
 use shopmesh_testkit::{Record, TestBroker, read_topic};
 use sqlx::PgPool;
@@ -61,13 +61,13 @@ async fn outbox_events(db: &PgPool, key: &str) -> Vec<String> {
 async fn drained(shop: &Shop, what: &str) {
     let deadline = tokio::time::Instant::now() + SETTLE;
     loop {
-        let left = unpublished(&shop.order().db).await + unpublished(&shop.payment.db).await;
+        let left = unpublished(shop.order().db()).await + unpublished(shop.payment.db()).await;
         if left == 0 {
             return;
         }
         if tokio::time::Instant::now() >= deadline {
             let mut errors = Vec::new();
-            for db in [&shop.order().db, &shop.payment.db] {
+            for db in [shop.order().db(), shop.payment.db()] {
                 let rows: Vec<(String, i32, Option<String>)> = sqlx::query_as(
                     "SELECT topic, attempts, last_error FROM outbox \
                      WHERE published_at IS NULL ORDER BY id",
@@ -141,8 +141,8 @@ async fn expected_events(shop: &Shop, orders: &[Order]) -> Vec<(Vec<String>, Vec
     let mut expected = Vec::new();
     for order in orders {
         expected.push((
-            outbox_events(&shop.order().db, &order.id).await,
-            outbox_events(&shop.payment.db, &order.payment_id).await,
+            outbox_events(shop.order().db(), &order.id).await,
+            outbox_events(shop.payment.db(), &order.payment_id).await,
         ));
     }
     expected
@@ -185,7 +185,7 @@ async fn captured_in_ledger(shop: &Shop, orders: &[Order], what: &str) {
              WHERE payment_id = ANY($1) AND captured_minor > 0",
         )
         .bind(&payments)
-        .fetch_one(&shop.order().db)
+        .fetch_one(shop.order().db())
         .await
         .unwrap();
         if captured == payments.len() as i64 {
@@ -228,16 +228,16 @@ async fn checkouts_confirm_with_the_broker_down_and_every_event_follows_once_in_
     let order_keys: Vec<String> = down.iter().map(|o| o.id.clone()).collect();
     let payment_keys: Vec<String> = down.iter().map(|o| o.payment_id.clone()).collect();
     assert_eq!(
-        unpublished_of(&shop.order().db, &order_keys).await,
+        unpublished_of(shop.order().db(), &order_keys).await,
         6,
         "OrderCreated and OrderConfirmed of each order wait in the outbox"
     );
     assert_eq!(
-        unpublished_of(&shop.payment.db, &payment_keys).await,
+        unpublished_of(shop.payment.db(), &payment_keys).await,
         6,
         "PaymentAuthorized and PaymentCaptured of each payment wait in the outbox"
     );
-    assert!(unpublished(&shop.order().db).await >= 6, "outbox backlog");
+    assert!(unpublished(shop.order().db()).await >= 6, "outbox backlog");
 
     // The broker is back on the same address with what it had: its topics
     // (the services create topics only at their start), records, consumer

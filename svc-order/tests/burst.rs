@@ -55,7 +55,7 @@ async fn a_burst_of_checkouts_on_scarce_stock_leaves_the_books_balanced() {
     assert_eq!(placed.len(), ORDERS);
 
     // Every saga settles (CreateOrder may answer before its saga does).
-    let order_db = &shop.order().db;
+    let order_db = shop.order().db();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         let open: i64 = sqlx::query_scalar(
@@ -105,7 +105,7 @@ async fn a_burst_of_checkouts_on_scarce_stock_leaves_the_books_balanced() {
     let kept: i64 = sqlx::query_scalar(
         "SELECT coalesce(sum(captured_minor - refunded_minor), 0)::int8 FROM payments",
     )
-    .fetch_one(&shop.payment.db)
+    .fetch_one(shop.payment.db())
     .await
     .unwrap();
     assert_eq!(kept, confirmed_total);
@@ -129,7 +129,7 @@ async fn a_burst_of_checkouts_on_scarce_stock_leaves_the_books_balanced() {
     }
     let held: i64 =
         sqlx::query_scalar("SELECT count(*) FROM reservations WHERE status = 'reserved'")
-            .fetch_one(&shop.catalog.inventory.db)
+            .fetch_one(shop.catalog.inventory.db())
             .await
             .unwrap();
     assert_eq!(held, 0, "no reservation is held for a finished order");

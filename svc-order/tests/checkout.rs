@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use futures::future::join_all;
-use shopmesh_platform::events::{EnvelopeExt as _, EventEnvelope};
+use shopmesh_events::{EnvelopeExt as _, EventEnvelope};
 use shopmesh_proto::shop::events::v1::{OrderConfirmed, OrderFailed, PaymentCaptured};
 use shopmesh_proto::shop::order::v1::{ListMyOrdersRequest, OrderStatus};
 use shopmesh_proto::shop::payment::v1::PaymentStatus;
@@ -119,12 +119,12 @@ async fn an_approved_order_is_confirmed_stock_committed_and_payment_captured() {
         "SELECT count(*) FROM orders WHERE card_token LIKE '%4242424242424242%' \
          OR shipping_address::text LIKE '%4242424242424242%'",
     )
-    .fetch_one(&shop.order().db)
+    .fetch_one(shop.order().db())
     .await
     .unwrap();
     assert_eq!(leaked, 0);
     let last4: String = sqlx::query_scalar("SELECT card_last4 FROM orders")
-        .fetch_one(&shop.order().db)
+        .fetch_one(shop.order().db())
         .await
         .unwrap();
     assert_eq!(last4, "4242");
@@ -253,7 +253,7 @@ async fn one_key_makes_one_order_and_one_payment_sequentially_and_concurrently()
         assert_eq!(payments[0].status(), PaymentStatus::Captured);
     }
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
-        .fetch_one(&shop.order().db)
+        .fetch_one(shop.order().db())
         .await
         .unwrap();
     assert_eq!(count, 2);
@@ -339,7 +339,7 @@ async fn bad_requests_are_refused_before_anything_is_stored() {
     assert_eq!(err.code(), Code::Unauthenticated);
 
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
-        .fetch_one(&shop.order().db)
+        .fetch_one(shop.order().db())
         .await
         .unwrap();
     assert_eq!(count, 0);

@@ -71,8 +71,8 @@ fn eur(minor: i64) -> Option<Money> {
 /// Writes a payment event into svc-payment's outbox, as svc-payment does in
 /// the transaction of a payment change; its relay publishes it.
 async fn announce<M: prost::Name>(shop: &Shop, payment_id: &str, event: &M) {
-    let mut tx = shop.payment.db.begin().await.unwrap();
-    shopmesh_platform::events::publish(
+    let mut tx = shop.payment.db().begin().await.unwrap();
+    shopmesh_events::publish(
         &mut tx,
         shopmesh_proto::topics::PAYMENT_EVENTS,
         "payment",
@@ -94,7 +94,7 @@ async fn the_ledger_agrees_with_settled_orders_and_flags_money_kept_for_a_failed
         ],
     )
     .await;
-    let db = shop.order().db.clone();
+    let db = shop.order().db().clone();
     let user = shop.shopper().await;
     let products = stocked_products(20);
 
@@ -196,7 +196,7 @@ async fn payments_for_an_order_svc_order_does_not_know_are_a_finding() {
         ],
     )
     .await;
-    let db = shop.order().db.clone();
+    let db = shop.order().db().clone();
     let (payment_id, order_id) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
     let captured = PaymentCaptured {
         payment_id: payment_id.clone(),

@@ -64,7 +64,7 @@ async fn a_saga_interrupted_between_reservation_and_authorization_resumes_in_the
     let order = stuck_order(&shop, &user, "resume", 2).await;
     assert_eq!(shop.stock(&sku).await.reserved, before.reserved + 2);
     let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM order_sagas")
-        .fetch_one(&shop.order().db)
+        .fetch_one(shop.order().db())
         .await
         .unwrap();
     assert!(attempts >= 1, "authorization was tried and failed");
@@ -194,7 +194,7 @@ async fn cancelling_before_confirmation_stops_the_saga_and_releases_stock() {
     let deadline = tokio::time::Instant::now() + SETTLE;
     loop {
         let phase: String = sqlx::query_scalar("SELECT phase FROM order_sagas")
-            .fetch_one(&shop.order().db)
+            .fetch_one(shop.order().db())
             .await
             .unwrap();
         if phase == "done" {
@@ -331,7 +331,7 @@ async fn a_saga_held_by_a_dead_runners_lease_is_taken_over_when_the_lease_runs_o
          next_attempt_at = now()",
     )
     .bind(uuid::Uuid::now_v7())
-    .execute(&shop.order().db)
+    .execute(shop.order().db())
     .await
     .unwrap();
     shop.gate.open();
@@ -373,7 +373,7 @@ async fn checkout_succeeds_with_the_broker_down_and_its_events_follow_when_it_re
     let waiting: i64 =
         sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL AND key = $1")
             .bind(&order.id)
-            .fetch_one(&shop.order().db)
+            .fetch_one(shop.order().db())
             .await
             .unwrap();
     assert_eq!(waiting, 2, "created and confirmed wait in the outbox");

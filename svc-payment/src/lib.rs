@@ -25,15 +25,16 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     name: "svc-payment",
     grpc_port: 50057,
     metrics_port: 9107,
-    migrator: &MIGRATOR,
+    migrator: Some(&MIGRATOR),
     check_settings: |env| PaymentSettings::from_env(env).map(drop),
+    extensions: &[&shopmesh_events::EVENTS],
 };
 
 /// Builds the service with the provider its settings name.
 pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
     let settings = PaymentSettings::from_env(&ctx.env)?;
     let provider = settings.provider()?;
-    Ok(serve(ctx, provider))
+    serve(ctx, provider)
 }
 
 /// Builds the service on `provider` (tests bring their own, to count calls),
@@ -43,15 +44,13 @@ pub async fn build_with_provider(
     provider: Arc<dyn PaymentProvider>,
 ) -> anyhow::Result<GrpcServer> {
     let settings = PaymentSettings::from_env(&ctx.env)?;
-    Ok(serve(
-        ctx,
-        Provider::new(provider, settings.provider_timeout),
-    ))
+    serve(ctx, Provider::new(provider, settings.provider_timeout))
 }
 
-fn serve(ctx: Context, provider: Provider) -> GrpcServer {
-    shopmesh_platform::events::start_relay(&ctx, &[events::TOPIC]);
-    let payments = payments::Payments::new(ctx.db, provider);
-    ctx.grpc
-        .add_service(PaymentServiceServer::new(api::PaymentApi::new(payments)))
+fn serve(ctx: Context, provider: Provider) -> anyhow::Result<GrpcServer> {
+    shopmesh_events::start_relay(&ctx, &[events::TOPIC])?;
+    let payments = payments::Payments::new(ctx.database()?, provider);
+    Ok(ctx
+        .grpc
+        .add_service(PaymentServiceServer::new(api::PaymentApi::new(payments))))
 }

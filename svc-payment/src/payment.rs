@@ -301,7 +301,7 @@ pub enum PaymentError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
-    Outbox(#[from] shopmesh_platform::events::OutboxError),
+    Outbox(#[from] shopmesh_events::OutboxError),
     #[error("stored payment is corrupt: {0}")]
     Corrupt(String),
 }

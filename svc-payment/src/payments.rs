@@ -478,7 +478,7 @@ async fn publish<M: prost::Name>(
     payment_id: Uuid,
     payload: &M,
 ) -> Result<(), PaymentError> {
-    shopmesh_platform::events::publish(
+    shopmesh_events::publish(
         conn,
         events::TOPIC,
         events::AGGREGATE_TYPE,

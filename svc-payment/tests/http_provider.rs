@@ -538,7 +538,7 @@ async fn the_service_runs_on_the_http_provider() {
     let status: String =
         sqlx::query_scalar("SELECT status FROM payments WHERE idempotency_key = $1")
             .bind(&hanging)
-            .fetch_one(&service.db)
+            .fetch_one(service.db())
             .await
             .unwrap();
     assert_eq!(status, "pending");
@@ -547,7 +547,7 @@ async fn the_service_runs_on_the_http_provider() {
     let order_id: Uuid =
         sqlx::query_scalar("SELECT order_id FROM payments WHERE idempotency_key = $1")
             .bind(&hanging)
-            .fetch_one(&service.db)
+            .fetch_one(service.db())
             .await
             .unwrap();
     retry.order_id = order_id.to_string();
@@ -625,7 +625,7 @@ async fn the_service_runs_on_the_http_provider() {
     let failed: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM payment_transactions WHERE kind = 'refund' AND status = 'failed'",
     )
-    .fetch_one(&service.db)
+    .fetch_one(service.db())
     .await
     .unwrap();
     assert_eq!(failed, 1);

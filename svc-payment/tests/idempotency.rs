@@ -50,7 +50,7 @@ async fn twenty_concurrent_calls_with_one_key_make_one_payment_and_one_provider_
                 (SELECT count(*) FROM payment_transactions)",
     )
     .bind(order_id)
-    .fetch_one(&h.service.db)
+    .fetch_one(h.service.db())
     .await
     .unwrap();
     assert_eq!((payments, transactions), (1, 1));
@@ -70,7 +70,7 @@ async fn twenty_concurrent_calls_with_one_key_make_one_payment_and_one_provider_
 async fn payments_id(h: &Harness, order_id: Uuid) -> String {
     let id: Uuid = sqlx::query_scalar("SELECT id FROM payments WHERE order_id = $1")
         .bind(order_id)
-        .fetch_one(&h.service.db)
+        .fetch_one(h.service.db())
         .await
         .unwrap();
     id.to_string()
@@ -141,7 +141,7 @@ async fn concurrent_partial_refunds_never_exceed_what_was_captured() {
         "SELECT refunded_minor, captured_minor, status FROM payments WHERE id = $1::uuid",
     )
     .bind(&payment.id)
-    .fetch_one(&h.service.db)
+    .fetch_one(h.service.db())
     .await
     .unwrap();
     assert_eq!(
@@ -151,7 +151,7 @@ async fn concurrent_partial_refunds_never_exceed_what_was_captured() {
     let refund_rows: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM payment_transactions WHERE kind = 'refund' AND status = 'succeeded'",
     )
-    .fetch_one(&h.service.db)
+    .fetch_one(h.service.db())
     .await
     .unwrap();
     assert_eq!(refund_rows, 3);

@@ -168,7 +168,7 @@ async fn the_card_that_never_answers_leaves_the_payment_pending_and_a_retry_asks
          ON t.payment_id = p.id WHERE p.idempotency_key = $1",
     )
     .bind(&key)
-    .fetch_one(&h.service.db)
+    .fetch_one(h.service.db())
     .await
     .unwrap();
     assert_eq!((status.as_str(), attempts), ("pending", 1));
@@ -181,7 +181,7 @@ async fn the_card_that_never_answers_leaves_the_payment_pending_and_a_retry_asks
          ON t.payment_id = p.id WHERE p.order_id = $1",
     )
     .bind(order_id)
-    .fetch_all(&h.service.db)
+    .fetch_all(h.service.db())
     .await
     .unwrap();
     assert_eq!(rows, [("pending".to_owned(), "pending".to_owned(), 2)]);

@@ -249,7 +249,7 @@ async fn no_card_number_reaches_the_database() {
         "SELECT table_name::text, column_name::text FROM information_schema.columns \
          WHERE table_schema = 'public' AND data_type IN ('text', 'character varying', 'character')",
     )
-    .fetch_all(&h.service.db)
+    .fetch_all(h.service.db())
     .await
     .unwrap();
     assert!(
@@ -278,7 +278,7 @@ async fn no_card_number_reaches_the_database() {
                     .map(|card| format!("%{card}%"))
                     .collect::<Vec<_>>(),
             )
-            .fetch_one(&h.service.db)
+            .fetch_one(h.service.db())
             .await
             .unwrap();
         rows_scanned += rows;
@@ -296,7 +296,7 @@ async fn no_card_number_reaches_the_database() {
     let found: bool = sqlx::query_scalar(
         "SELECT 'tok_4242424242424242' ~ '(^|[^0-9A-Za-z])[0-9]{12,19}([^0-9A-Za-z]|$)'",
     )
-    .fetch_one(&h.service.db)
+    .fetch_one(h.service.db())
     .await
     .unwrap();
     assert!(found);

@@ -30,7 +30,7 @@ use shopmesh_platform::app::{ServiceSettings, prepare};
 use shopmesh_platform::settings::Env;
 use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_proto::shop::product::v1::{SearchOrder, SearchProductsRequest};
-use shopmesh_testkit::TestService;
+use shopmesh_testkit::{Latencies, TestService};
 use sqlx::PgPool;
 use tonic::transport::server::TcpIncoming;
 
@@ -87,11 +87,10 @@ fn mix(
 }
 
 struct Run {
-    calls: usize,
     elapsed: Duration,
-    latencies: Vec<Duration>,
-    /// Per query of the mix: its name and sorted latencies.
-    by_query: Vec<(&'static str, Vec<Duration>)>,
+    latencies: Latencies,
+    /// Per query of the mix: its name and latencies.
+    by_query: Vec<(&'static str, Latencies)>,
 }
 
 async fn connect(endpoint: &str) -> ProductServiceClient<tonic::transport::Channel> {
@@ -161,31 +160,18 @@ async fn run(endpoint: &str, db: &PgPool, clients: usize, seconds: u64) -> Run {
         samples.extend(task.await.unwrap());
     }
     let elapsed = started.elapsed();
-    let mut by_query: Vec<(&'static str, Vec<Duration>)> =
-        mix.iter().map(|(name, _)| (*name, Vec::new())).collect();
+    let mut by_query: Vec<(&'static str, Latencies)> = mix
+        .iter()
+        .map(|(name, _)| (*name, Latencies::new()))
+        .collect();
     for (query, latency) in &samples {
-        by_query[*query].1.push(*latency);
+        by_query[*query].1.record(*latency);
     }
-    for (_, latencies) in &mut by_query {
-        latencies.sort();
-    }
-    let mut latencies: Vec<Duration> = samples.into_iter().map(|(_, l)| l).collect();
-    latencies.sort();
     Run {
-        calls: latencies.len(),
         elapsed,
-        latencies,
+        latencies: samples.into_iter().map(|(_, l)| l).collect(),
         by_query,
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[index]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1_000.0
 }
 
 #[tokio::main]
@@ -209,10 +195,10 @@ async fn main() {
         let service = TestService::spawn(&svc_product::SPEC, &settings, svc_product::build)
             .await
             .expect("svc-product starts");
-        stock_like_the_demo(&service.db).await;
+        stock_like_the_demo(service.db()).await;
         report(
             &format!("{label}, platform server"),
-            run(&service.endpoint(), &service.db, clients, seconds).await,
+            run(&service.endpoint(), service.db(), clients, seconds).await,
         );
         service.stop().await.unwrap();
 
@@ -223,24 +209,17 @@ async fn main() {
         let by_query = std::mem::take(&mut result.by_query);
         report(&format!("{label}, bare server   "), result);
         for (name, latencies) in by_query.iter().filter(|(_, l)| !l.is_empty()) {
-            println!(
-                "    {name:<32} p50 {:>6.2} ms  p99 {:>6.2} ms",
-                ms(percentile(latencies, 0.50)),
-                ms(percentile(latencies, 0.99)),
-            );
+            println!("    {name:<32} {:>6.2}", latencies.summary(&[0.50, 0.99]));
         }
     }
 }
 
 fn report(label: &str, result: Run) {
+    let calls = result.latencies.count();
     println!(
-        "{label}: {:>6.0} searches/s  p50 {:>6.2} ms  p90 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms  ({} calls)",
-        result.calls as f64 / result.elapsed.as_secs_f64(),
-        ms(percentile(&result.latencies, 0.50)),
-        ms(percentile(&result.latencies, 0.90)),
-        ms(percentile(&result.latencies, 0.99)),
-        ms(*result.latencies.last().unwrap()),
-        result.calls,
+        "{label}: {:>6.0} searches/s  {:>6.2}  ({calls} calls)",
+        calls as f64 / result.elapsed.as_secs_f64(),
+        result.latencies.summary(&[0.50, 0.90, 0.99, 1.0]),
     );
 }
 
@@ -269,5 +248,5 @@ async fn bare_server(extra: &[(&str, &str)]) -> (String, PgPool) {
             .add_service(service)
             .serve_with_incoming(incoming),
     );
-    (endpoint, ctx.db.clone())
+    (endpoint, ctx.database().unwrap())
 }

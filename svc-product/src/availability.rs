@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use shopmesh_platform::stock::{StockLevel, StockLevels};
+use shopmesh_inventory_client::{StockLevel, StockLevels};
 use shopmesh_proto::shop::product::v1::Product;
 use sqlx::PgPool;
 

@@ -28,8 +28,9 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     name: "svc-product",
     grpc_port: 50053,
     metrics_port: 9103,
-    migrator: &MIGRATOR,
+    migrator: Some(&MIGRATOR),
     check_settings: |env| ProductSettings::from_env(env).map(drop),
+    extensions: &[],
 };
 
 /// Builds the service on a prepared context: seeds the demo catalog when asked
@@ -46,21 +47,22 @@ pub async fn product_service(
     ctx: &Context,
 ) -> anyhow::Result<ProductServiceServer<impl ProductService>> {
     let settings = ProductSettings::from_env(&ctx.env)?;
+    let db = ctx.database()?;
     if settings.seed_demo_catalog {
-        store::seed_if_empty(&ctx.db, &shopmesh_demo::demo_catalog()).await?;
+        store::seed_if_empty(&db, &shopmesh_demo::demo_catalog()).await?;
     }
     let prefix = match settings.cache_prefix {
         Some(prefix) => prefix,
         None => {
             let database: String = sqlx::query_scalar("SELECT current_database()::text")
-                .fetch_one(&ctx.db)
+                .fetch_one(&db)
                 .await?;
             format!("{database}:")
         }
     };
     let cache = cache::ProductCache::new(ctx.redis.clone(), prefix, settings.cache_ttl);
-    let store = store::Store::new(ctx.db.clone());
-    let availability = availability::Availability::load(&ctx.db).await?;
+    let store = store::Store::new(db.clone());
+    let availability = availability::Availability::load(&db).await?;
     let stock = stock::StockWatch::spawn(
         store.clone(),
         cache.clone(),

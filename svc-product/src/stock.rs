@@ -1,5 +1,5 @@
-//! Availability from svc-inventory: the platform's stock follower
-//! (`shopmesh_platform::stock`) subscribed to WatchStock for every listed SKU,
+//! Availability from svc-inventory: the stock follower of
+//! `shopmesh_inventory_client` subscribed to WatchStock for every listed SKU,
 //! keeping `stock_levels` (the in-stock search filter) and the in-memory
 //! [`Availability`] current, and dropping cached in-stock pages when a SKU
 //! sells out or comes back. The SKUs are re-derived from the catalog after
@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use shopmesh_platform::stock::{StockFollower, StockLevel, StockSink};
+use shopmesh_inventory_client::{StockFollower, StockLevel, StockSink};
 use tokio_util::sync::CancellationToken;
 
 use crate::availability::Availability;

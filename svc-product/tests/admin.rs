@@ -97,7 +97,7 @@ fn mask(paths: &[&str]) -> Option<FieldMask> {
 async fn a_product_lives_from_create_through_update_to_soft_delete() {
     let (service, mut client, identity) = start_with_identity(&[]).await;
     let admin = token(&identity, &["admin"]).await;
-    let category = headphones_category(&service.db).await;
+    let category = headphones_category(service.db()).await;
 
     let created = create(
         &mut client,
@@ -149,7 +149,7 @@ async fn a_product_lives_from_create_through_update_to_soft_delete() {
     assert_eq!(get(&mut client, &created.id).await.unwrap(), updated);
     let version: i64 = sqlx::query_scalar("SELECT version FROM products WHERE id = $1::uuid")
         .bind(&created.id)
-        .fetch_one(&service.db)
+        .fetch_one(service.db())
         .await
         .unwrap();
     assert_eq!(version, 2);
@@ -225,7 +225,7 @@ async fn a_product_lives_from_create_through_update_to_soft_delete() {
     let deleted_at: Option<chrono::DateTime<chrono::Utc>> =
         sqlx::query_scalar("SELECT deleted_at FROM products WHERE id = $1::uuid")
             .bind(&created.id)
-            .fetch_one(&service.db)
+            .fetch_one(service.db())
             .await
             .unwrap();
     assert!(deleted_at.is_some(), "the row stays for order history");
@@ -268,7 +268,7 @@ async fn a_product_lives_from_create_through_update_to_soft_delete() {
 async fn a_taken_sku_is_already_exists() {
     let (service, mut client, identity) = start_with_identity(&[]).await;
     let admin = token(&identity, &["admin"]).await;
-    let category = headphones_category(&service.db).await;
+    let category = headphones_category(service.db()).await;
 
     let status = create(
         &mut client,
@@ -312,7 +312,7 @@ async fn a_taken_sku_is_already_exists() {
 async fn concurrent_creates_of_one_sku_leave_one_product() {
     let (service, client, identity) = start_with_identity(&[]).await;
     let admin = token(&identity, &["admin"]).await;
-    let category = headphones_category(&service.db).await;
+    let category = headphones_category(service.db()).await;
     let attempts = (0..8).map(|i| {
         let (mut client, admin) = (client.clone(), admin.clone());
         let product = new_product(&category, "EL-RACE-0001", &format!("Race {i}"));
@@ -331,7 +331,7 @@ async fn concurrent_creates_of_one_sku_leave_one_product() {
 async fn validation_names_every_bad_field() {
     let (service, mut client, identity) = start_with_identity(&[]).await;
     let admin = token(&identity, &["admin"]).await;
-    let category = headphones_category(&service.db).await;
+    let category = headphones_category(service.db()).await;
 
     let bad = Product {
         sku: "not a sku".into(),
@@ -482,9 +482,9 @@ async fn validation_names_every_bad_field() {
 async fn only_admins_may_write() {
     let (service, mut client, identity) = start_with_identity(&[]).await;
     let shopper = token(&identity, &["user"]).await;
-    let category = headphones_category(&service.db).await;
+    let category = headphones_category(service.db()).await;
     let some_id: Uuid = sqlx::query_scalar("SELECT id FROM products LIMIT 1")
-        .fetch_one(&service.db)
+        .fetch_one(service.db())
         .await
         .unwrap();
     let product = new_product(&category, "EL-ZEPH-0008", "Zephyrine Forbidden");
@@ -529,13 +529,13 @@ async fn only_admins_may_write() {
     let untouched: (String, Option<chrono::DateTime<chrono::Utc>>) =
         sqlx::query_as("SELECT name, deleted_at FROM products WHERE id = $1")
             .bind(some_id)
-            .fetch_one(&service.db)
+            .fetch_one(service.db())
             .await
             .unwrap();
     assert_ne!(untouched.0, "Hijacked");
     assert!(untouched.1.is_none());
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM products WHERE sku = 'EL-ZEPH-0008'")
-        .fetch_one(&service.db)
+        .fetch_one(service.db())
         .await
         .unwrap();
     assert_eq!(count, 0);

@@ -62,7 +62,7 @@ async fn reads_are_cached_and_never_stale_after_an_admin_change() {
     let (id, name): (uuid::Uuid, String) =
         sqlx::query_as("SELECT id, name FROM products WHERE name = $1")
             .bind(shopmesh_demo::EXACT_MATCH_NAME)
-            .fetch_one(&service.db)
+            .fetch_one(service.db())
             .await
             .unwrap();
     let id = id.to_string();
@@ -92,7 +92,7 @@ async fn reads_are_cached_and_never_stale_after_an_admin_change() {
     .await
     .unwrap();
     let database: String = sqlx::query_scalar("SELECT current_database()::text")
-        .fetch_one(&service.db)
+        .fetch_one(service.db())
         .await
         .unwrap();
     let key = format!("{database}:product:v1:{id}");
@@ -103,7 +103,7 @@ async fn reads_are_cached_and_never_stale_after_an_admin_change() {
     // back stays invisible…
     sqlx::query("UPDATE products SET description = 'changed behind the cache' WHERE id = $1::uuid")
         .bind(&id)
-        .execute(&service.db)
+        .execute(service.db())
         .await
         .unwrap();
     assert_eq!(get(&mut client, &id).await.unwrap(), original);

@@ -30,7 +30,7 @@ async fn list(client: &mut Client, request: ListProductsRequest) -> (Vec<Product
 async fn pages_walk_the_whole_catalog_newest_first_without_overlap() {
     let (service, mut client) = start().await;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM products")
-        .fetch_one(&service.db)
+        .fetch_one(service.db())
         .await
         .unwrap();
     assert!(
@@ -94,13 +94,13 @@ async fn a_parent_category_lists_its_subcategories_products() {
          JOIN products p ON p.category_id = child.id AND p.deleted_at IS NULL \
          WHERE c.parent_id IS NULL GROUP BY c.id ORDER BY c.slug LIMIT 1",
     )
-    .fetch_one(&service.db)
+    .fetch_one(service.db())
     .await
     .unwrap();
     let children: Vec<uuid::Uuid> =
         sqlx::query_scalar("SELECT id FROM categories WHERE parent_id = $1")
             .bind(parent_id)
-            .fetch_all(&service.db)
+            .fetch_all(service.db())
             .await
             .unwrap();
     let children: HashSet<String> = children.iter().map(ToString::to_string).collect();
@@ -166,7 +166,7 @@ async fn price_filters_and_price_sorting() {
         let expected: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM products WHERE price_minor BETWEEN 2000 AND 5000 AND deleted_at IS NULL",
         )
-        .fetch_one(&service.db)
+        .fetch_one(service.db())
         .await
         .unwrap();
         assert_eq!(prices.len() as i64, expected);
@@ -209,7 +209,7 @@ async fn paging_is_stable_while_products_are_inserted() {
          SELECT $1, 'NEW-1', 'Brand New Thing', category_id, 100, 'USD' FROM products LIMIT 1",
     )
     .bind(uuid::Uuid::now_v7())
-    .execute(&service.db)
+    .execute(service.db())
     .await
     .unwrap();
     let (second, _) = list(
@@ -365,7 +365,7 @@ async fn the_category_tree_counts_every_product() {
     walk(&tree, &mut categories);
     assert!(categories >= 20, "at least 20 categories, got {categories}");
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM products")
-        .fetch_one(&service.db)
+        .fetch_one(service.db())
         .await
         .unwrap();
     assert_eq!(tree.iter().map(|c| c.product_count).sum::<i64>(), total);
@@ -376,15 +376,15 @@ async fn the_category_tree_counts_every_product() {
 async fn the_seed_runs_once() {
     let (service, _client) = start().await;
     let before: i64 = sqlx::query_scalar("SELECT count(*) FROM products")
-        .fetch_one(&service.db)
+        .fetch_one(service.db())
         .await
         .unwrap();
     // A second replica (or a restart) on the same database seeds nothing more.
     let catalog = shopmesh_demo::demo_catalog();
-    let again = futures_join(&service.db, &catalog).await;
+    let again = futures_join(service.db(), &catalog).await;
     assert!(again.iter().all(Result::is_ok));
     let after: i64 = sqlx::query_scalar("SELECT count(*) FROM products")
-        .fetch_one(&service.db)
+        .fetch_one(service.db())
         .await
         .unwrap();
     assert_eq!(before, after);

@@ -169,14 +169,14 @@ async fn metacharacters_are_plain_text() {
     )
     .bind(Uuid::now_v7())
     .bind(odd_name)
-    .execute(&service.db)
+    .execute(service.db())
     .await
     .unwrap();
     let response = search(&mut client, query(odd_name)).await;
     assert_eq!(response.products[0].name, odd_name);
 
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM products")
-        .fetch_one(&service.db)
+        .fetch_one(service.db())
         .await
         .unwrap();
     assert_eq!(total, 1201, "the products table is intact");
@@ -186,9 +186,9 @@ async fn metacharacters_are_plain_text() {
 #[tokio::test]
 async fn each_filter_matches_a_direct_sql_count() {
     let (service, mut client) = start().await;
-    stock_like_the_demo(&service.db).await;
-    let electronics = root_category(&service.db, "electronics").await;
-    let headphones = root_category(&service.db, "headphones").await;
+    stock_like_the_demo(service.db()).await;
+    let electronics = root_category(service.db(), "electronics").await;
+    let headphones = root_category(service.db(), "headphones").await;
     let subtree = format!(
         "p.category_id IN (SELECT id FROM categories WHERE id = '{electronics}' OR parent_id = '{electronics}')"
     );
@@ -259,7 +259,7 @@ async fn each_filter_matches_a_direct_sql_count() {
     ];
     let (all_wireless, _) = search_all(&mut client, query("wireless")).await;
     for (request, condition) in cases {
-        let expected = sql_ids(&service.db, &condition).await;
+        let expected = sql_ids(service.db(), &condition).await;
         assert!(!expected.is_empty(), "{condition} selects nothing");
         let (found, first) = search_all(&mut client, request.clone()).await;
         let found_ids: BTreeSet<String> = ids(&found).into_iter().collect();
@@ -292,8 +292,8 @@ async fn each_filter_matches_a_direct_sql_count() {
 #[tokio::test]
 async fn facets_match_direct_sql_counts() {
     let (service, mut client) = start().await;
-    stock_like_the_demo(&service.db).await;
-    let electronics = root_category(&service.db, "electronics").await;
+    stock_like_the_demo(service.db()).await;
+    let electronics = root_category(service.db(), "electronics").await;
     let requests = [
         query(""),
         query("wireless"),
@@ -329,7 +329,7 @@ async fn facets_match_direct_sql_counts() {
              GROUP BY u.category, c.name",
         )
         .bind(&matched)
-        .fetch_all(&service.db)
+        .fetch_all(service.db())
         .await
         .unwrap()
         .into_iter()
@@ -353,7 +353,7 @@ async fn facets_match_direct_sql_counts() {
              WHERE p.id = ANY($1) GROUP BY a.key, a.value",
         )
         .bind(&matched)
-        .fetch_all(&service.db)
+        .fetch_all(service.db())
         .await
         .unwrap();
         let mut by_key: HashMap<String, HashMap<String, i64>> = HashMap::new();
@@ -395,7 +395,7 @@ async fn facets_match_direct_sql_counts() {
              LEFT JOIN products p ON p.id = ANY($1) GROUP BY n ORDER BY n",
         )
         .bind(&matched)
-        .fetch_all(&service.db)
+        .fetch_all(service.db())
         .await
         .unwrap();
         let buckets: Vec<(i64, i64, i64)> = response
@@ -503,7 +503,7 @@ async fn paging_is_stable_under_inserts_for_every_sort() {
         };
         let expected_second = search(&mut client, next.clone()).await;
         for _ in 0..3 {
-            insert_product(&service.db, ahead, price).await;
+            insert_product(service.db(), ahead, price).await;
         }
         let second = search(&mut client, next).await;
         assert_eq!(
@@ -585,7 +585,7 @@ async fn paging_is_stable_under_inserts_for_every_sort() {
             .await
             .unwrap()
             .into_inner();
-        insert_product(&service.db, "Listed Ahead", price).await;
+        insert_product(service.db(), "Listed Ahead", price).await;
         let after = client.list_products(next).await.unwrap().into_inner();
         assert_eq!(ids(&after.products), ids(&before.products), "{order:?}");
     }

@@ -190,7 +190,7 @@ async fn the_stream_feeds_the_in_stock_filter_and_follows_the_catalog() {
     let url = inventory.start().await;
     let (service, mut client, identity) =
         start_with_identity(&[("INVENTORY_GRPC_URL", url.as_str())]).await;
-    let db = service.db.clone();
+    let db = service.db().clone();
     eventually(20, "every demo SKU has a level", || {
         let db = db.clone();
         async move { levels_stored(&db).await == 1200 }
@@ -309,7 +309,7 @@ async fn a_broken_stream_reconnects_and_catches_up_from_the_snapshot() {
     let url = inventory.start().await;
     let (service, _client, _identity) =
         start_with_identity(&[("INVENTORY_GRPC_URL", url.as_str())]).await;
-    let db = service.db.clone();
+    let db = service.db().clone();
     eventually(20, "every demo SKU has a level", || {
         let db = db.clone();
         async move { levels_stored(&db).await == 1200 }
@@ -351,11 +351,11 @@ async fn an_inventory_that_starts_late_is_picked_up() {
         start_with_identity(&[("INVENTORY_GRPC_URL", url.as_str())]).await;
     // Nothing answers yet: the service serves anyway and keeps retrying.
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    assert_eq!(levels_stored(&service.db).await, 0);
+    assert_eq!(levels_stored(service.db()).await, 0);
 
     let inventory = FakeInventory::with_demo_stock();
     inventory.serve(tokio::net::TcpListener::bind(addr).await.unwrap());
-    let db = service.db.clone();
+    let db = service.db().clone();
     eventually(20, "the late inventory's levels arrive", || {
         let db = db.clone();
         async move { levels_stored(&db).await == 1200 }
@@ -405,7 +405,7 @@ async fn product_reads_show_current_availability_even_from_the_cache() {
     let url = inventory.start().await;
     let (service, mut client, _identity) =
         start_with_identity(&[("INVENTORY_GRPC_URL", url.as_str())]).await;
-    let db = service.db.clone();
+    let db = service.db().clone();
     eventually(20, "every demo SKU has a level", || {
         let db = db.clone();
         async move { levels_stored(&db).await == 1200 }

@@ -21,6 +21,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use shopmesh_proto::shop::recommendation::v1 as pb;
+use shopmesh_testkit::Latencies;
 use support::{Client, NO_BROKER, Shop, User, bought_together, similar};
 use uuid::Uuid;
 
@@ -69,11 +70,6 @@ async fn call(
                 .unwrap();
         }
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
 }
 
 #[tokio::main]
@@ -131,29 +127,29 @@ async fn main() {
                 let (mut client, users, products) =
                     (client.clone(), users.clone(), products.clone());
                 tasks.push(tokio::spawn(async move {
-                    let mut times = Vec::new();
+                    let mut times = Latencies::new();
                     let mut n = c * 7919;
                     while Instant::now() < deadline {
                         let started = Instant::now();
                         call(&mut client, method, n, &users, &products).await;
-                        times.push(started.elapsed());
+                        times.record(started.elapsed());
                         n += 1;
                     }
                     times
                 }));
             }
-            let mut times: Vec<Duration> = Vec::new();
+            let mut times = Latencies::new();
             for task in tasks {
-                times.extend(task.await.unwrap());
+                times.merge(&task.await.unwrap());
             }
-            times.sort();
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
             println!(
                 "| {name} | {clients} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms |",
-                times.len() as f64 / seconds as f64,
-                percentile(&times, 0.5).as_secs_f64() * 1e3,
-                percentile(&times, 0.9).as_secs_f64() * 1e3,
-                percentile(&times, 0.99).as_secs_f64() * 1e3,
-                times.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+                times.count() as f64 / seconds as f64,
+                ms(times.percentile(0.5)),
+                ms(times.percentile(0.9)),
+                ms(times.percentile(0.99)),
+                ms(times.max()),
             );
         }
     }

@@ -9,10 +9,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use shopmesh_inventory_client::StockView;
 use shopmesh_platform::auth::Caller;
 use shopmesh_platform::errors::{self, ErrorReason, FieldViolations, domain_error};
 use shopmesh_platform::paging;
-use shopmesh_platform::stock::StockView;
 use shopmesh_proto::shop::recommendation::v1 as pb;
 use shopmesh_proto::shop::recommendation::v1::recommendation_service_server::RecommendationService;
 use tonic::{Code, Request, Response, Status};

@@ -8,19 +8,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use shopmesh_platform::auth::ServiceCredentials;
-use shopmesh_platform::clients::lazy_channel;
+use shopmesh_platform::clients::{Authenticated, LazyChannel};
 use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_proto::shop::product::v1::{
     Category, GetProductRequest, ListCategoriesRequest, ListProductsRequest, Product,
 };
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
 /// One call to svc-product (a page, the tree, a product).
 const CALL_DEADLINE: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const PRODUCT_SERVICE: LazyChannel = LazyChannel::new(CONNECT_TIMEOUT).call_timeout(CALL_DEADLINE);
 /// ListProducts' largest page.
 const PAGE_SIZE: i32 = 100;
 /// Stops a catalog read that never ends (a token loop): far above any real catalog.
@@ -85,19 +84,16 @@ pub fn root_of(parents: &HashMap<Uuid, Option<Uuid>>, category: Uuid) -> Uuid {
     current
 }
 
-type ProductClient = ProductServiceClient<InterceptedService<Channel, ServiceCredentials>>;
-
 /// svc-product's catalog reads.
 #[derive(Clone)]
 pub struct CatalogClient {
-    client: ProductClient,
+    client: ProductServiceClient<Authenticated>,
 }
 
 impl CatalogClient {
     pub fn connect(url: &str, credentials: ServiceCredentials) -> anyhow::Result<Self> {
-        let channel = lazy_channel(url, CONNECT_TIMEOUT, CALL_DEADLINE)?;
         Ok(Self {
-            client: ProductServiceClient::with_interceptor(channel, credentials),
+            client: ProductServiceClient::new(PRODUCT_SERVICE.authenticated(url, credentials)?),
         })
     }
 

@@ -5,7 +5,7 @@
 //! arriving under another event, so no purchase counts twice.
 
 use chrono::{DateTime, Utc};
-use shopmesh_platform::events::{EnvelopeExt, EventEnvelope, EventHandler, HandlerError};
+use shopmesh_events::{EnvelopeExt, EventEnvelope, EventHandler, HandlerError};
 use shopmesh_proto::shop::events::v1::{OrderConfirmed, OrderLine, OrderRefunded};
 use sqlx::PgConnection;
 use uuid::Uuid;

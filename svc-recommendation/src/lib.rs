@@ -37,8 +37,9 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     name: "svc-recommendation",
     grpc_port: 50059,
     metrics_port: 9109,
-    migrator: &MIGRATOR,
+    migrator: Some(&MIGRATOR),
     check_settings: |env| RecommendationSettings::from_env(env).map(drop),
+    extensions: &[&shopmesh_events::EVENTS],
 };
 
 /// Builds the service on a prepared context: serves the newest persisted
@@ -46,9 +47,10 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 /// empty, and starts the consumer, the trainer, the model follower, the
 /// catalog refresh and the stock follower (all until `ctx.shutdown`).
 pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
+    let db = ctx.database()?;
     let settings = RecommendationSettings::from_env(&ctx.env)?;
     let credentials = ServiceCredentials::new(SPEC.name, &ctx.settings.auth.internal_token)?;
-    let store = store::Store::new(ctx.db.clone());
+    let store = store::Store::new(db.clone());
     let catalog = catalog::CatalogClient::connect(&settings.product_url, credentials)?;
     let cell = Arc::new(trainer::ModelCell::default());
     let live = Arc::new(live::Live::default());
@@ -100,13 +102,13 @@ pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
         .follow(settings.model_poll, ctx.shutdown.clone())
         .await?;
     trainer.run(settings.train_interval, ctx.shutdown.clone());
-    shopmesh_platform::events::start_consumer(
+    shopmesh_events::start_consumer(
         &ctx,
         &settings.consumer_group,
         consumer::TOPICS,
         consumer::PurchaseRecorder,
         |c| c,
-    );
+    )?;
     let api = api::RecommendationApi {
         cell,
         live,

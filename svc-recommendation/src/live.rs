@@ -1,6 +1,6 @@
 //! What may be recommended right now, in memory: the live catalog (products
 //! not deleted, with their SKU and category) and the available stock of each
-//! SKU, followed from svc-inventory's WatchStock (`shopmesh_platform::stock`).
+//! SKU, followed from svc-inventory's WatchStock (`shopmesh_inventory_client`).
 //!
 //! The catalog comes from svc-product at every training and every
 //! `RECOMMENDATION_CATALOG_REFRESH_SECONDS` in between (so a deleted product
@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
-use shopmesh_platform::stock::{StockFollower, StockLevel, StockLevels, StockSink};
+use shopmesh_inventory_client::{StockFollower, StockLevel, StockLevels, StockSink};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 

@@ -18,7 +18,7 @@ async fn rows(service: &TestService, filter: &'static str, id: Uuid) -> i64 {
         "SELECT count(*) FROM purchases WHERE {filter}"
     )))
     .bind(id)
-    .fetch_one(&service.db)
+    .fetch_one(service.db())
     .await
     .unwrap()
 }
@@ -65,7 +65,7 @@ async fn a_redelivered_order_counts_once() {
                     .map(|e| Uuid::parse_str(&e.event_id).unwrap())
                     .to_vec(),
             )
-            .fetch_one(&rec.db)
+            .fetch_one(rec.db())
             .await
             .unwrap();
     assert_eq!(inbox, 3, "three distinct events, each applied once");

@@ -25,8 +25,9 @@ pub static SPEC: ServiceSpec = ServiceSpec {
     name: "svc-user",
     grpc_port: 50052,
     metrics_port: 9102,
-    migrator: &MIGRATOR,
+    migrator: Some(&MIGRATOR),
     check_settings: |env| UserSettings::from_env(env).map(drop),
+    extensions: &[],
 };
 
 /// svc-user's own settings, on top of what every service has.
@@ -54,8 +55,9 @@ impl UserSettings {
 
 /// Builds the service on a prepared context.
 pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
+    let db = ctx.database()?;
     let settings = UserSettings::from_env(&ctx.env)?;
-    let store = Store::new(ctx.db);
+    let store = Store::new(db);
     let cache = ProfileCache::new(ctx.redis, settings.profile_cache_ttl);
     let api = api::UserApi::new(store.clone(), Profiles::new(store, cache));
     Ok(ctx.grpc.add_service(UserServiceServer::new(api)))

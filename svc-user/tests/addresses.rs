@@ -43,7 +43,7 @@ async fn book(harness: &Harness, user: &Shopper) -> Vec<String> {
 async fn defaults_in_db(harness: &Harness, user: Uuid) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM addresses WHERE user_id = $1 AND is_default")
         .bind(user)
-        .fetch_one(&harness.service.db)
+        .fetch_one(harness.service.db())
         .await
         .unwrap()
 }
@@ -231,7 +231,7 @@ async fn the_address_book_holds_at_most_20() {
     }
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM addresses WHERE user_id = $1")
         .bind(ada.id)
-        .fetch_one(&harness.service.db)
+        .fetch_one(harness.service.db())
         .await
         .unwrap();
     assert_eq!(count, 20);

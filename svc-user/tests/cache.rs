@@ -45,7 +45,7 @@ async fn cached_version(harness: &Harness, user: &Shopper) -> Option<i64> {
 async fn stored_version(harness: &Harness, user: &Shopper) -> i64 {
     sqlx::query_scalar("SELECT version FROM profiles WHERE user_id = $1")
         .bind(user.id)
-        .fetch_one(&harness.service.db)
+        .fetch_one(harness.service.db())
         .await
         .unwrap()
 }
@@ -66,7 +66,7 @@ async fn reads_come_from_the_cache_and_updates_write_through() {
     // which shows reads really come from Redis.
     sqlx::query("UPDATE profiles SET display_name = 'Behind Your Back' WHERE user_id = $1")
         .bind(ada.id)
-        .execute(&harness.service.db)
+        .execute(harness.service.db())
         .await
         .unwrap();
     assert_eq!(harness.my_profile(&ada).await.display_name, "Ada");
@@ -93,7 +93,7 @@ async fn reads_come_from_the_cache_and_updates_write_through() {
 async fn a_slow_read_cannot_put_an_older_version_back() {
     let harness = Harness::start().await;
     let ada = harness.shopper("Ada").await;
-    let store = Store::new(harness.service.db.clone());
+    let store = Store::new(harness.service.db().clone());
     let cache = ProfileCache::new(support::redis().await, TTL);
 
     // A read loads version 1 from PostgreSQL, then stalls before filling the cache…
@@ -178,7 +178,7 @@ fn unreachable_redis() -> fred::prelude::Client {
 async fn reads_and_updates_work_with_redis_unreachable() {
     let harness = Harness::start().await;
     let ada = harness.shopper("Ada").await;
-    let store = Store::new(harness.service.db.clone());
+    let store = Store::new(harness.service.db().clone());
     let profiles = Profiles::new(store.clone(), ProfileCache::new(unreachable_redis(), TTL));
 
     let misses = support::profile_cache_lookups("miss");

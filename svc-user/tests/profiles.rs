@@ -23,7 +23,7 @@ fn mask(paths: &[&str]) -> Option<FieldMask> {
 async fn profile_rows(harness: &Harness, user: Uuid) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM profiles WHERE user_id = $1")
         .bind(user)
-        .fetch_one(&harness.service.db)
+        .fetch_one(harness.service.db())
         .await
         .unwrap()
 }
@@ -204,7 +204,7 @@ async fn shoppers_read_and_update_their_own_profile_through_the_mask() {
 
     let version: i64 = sqlx::query_scalar("SELECT version FROM profiles WHERE user_id = $1")
         .bind(ada.id)
-        .fetch_one(&harness.service.db)
+        .fetch_one(harness.service.db())
         .await
         .unwrap();
     assert_eq!(version, 4, "created at 1, three updates");

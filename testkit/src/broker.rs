@@ -79,8 +79,8 @@ impl TestBroker {
     }
 
     /// Client settings for this broker, with every default.
-    pub fn settings(&self) -> shopmesh_platform::events::EventsSettings {
-        shopmesh_platform::events::EventsSettings::for_brokers(&self.brokers(), "test-broker")
+    pub fn settings(&self) -> shopmesh_events::EventsSettings {
+        shopmesh_events::EventsSettings::for_brokers(&self.brokers(), "test-broker")
     }
 
     /// Kills the broker (SIGKILL: no clean shutdown, as a crashed or
@@ -153,13 +153,13 @@ impl TestBroker {
     }
 
     /// Creates `topics` and their `.dlq` topics as the services do at start
-    /// ([`shopmesh_platform::events::ensure_topics`]), retrying for up to 60 s while the
+    /// ([`shopmesh_events::ensure_topics`]), retrying for up to 60 s while the
     /// broker is coming up.
     pub async fn create_topics(&self, topics: &[&str]) -> anyhow::Result<()> {
         let settings = self.settings();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            match shopmesh_platform::events::ensure_topics(&settings, topics).await {
+            match shopmesh_events::ensure_topics(&settings, topics).await {
                 Ok(()) => return Ok(()),
                 Err(err) if tokio::time::Instant::now() >= deadline => return Err(err.into()),
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,

@@ -10,15 +10,15 @@ pub async fn wait_for_events(
     topic: &str,
     key: &str,
     count: usize,
-) -> Vec<shopmesh_platform::events::EventEnvelope> {
+) -> Vec<shopmesh_events::EventEnvelope> {
     use rdkafka::consumer::{Consumer as _, StreamConsumer};
     use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
-    use shopmesh_platform::events::EnvelopeExt as _;
+    use shopmesh_events::EnvelopeExt as _;
 
     let brokers = kafka_brokers();
-    let settings = shopmesh_platform::events::EventsSettings::for_brokers(&brokers, "test");
+    let settings = shopmesh_events::EventsSettings::for_brokers(&brokers, "test");
     // Created here if the service has not yet (the same settings: idempotent).
-    shopmesh_platform::events::ensure_topics(&settings, &[topic])
+    shopmesh_events::ensure_topics(&settings, &[topic])
         .await
         .unwrap_or_else(|err| panic!("creating {topic}: {err}"));
     let consumer: StreamConsumer = ClientConfig::new()
@@ -41,7 +41,7 @@ pub async fn wait_for_events(
         let Ok(received) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
             let types: Vec<&str> = found
                 .iter()
-                .map(|e: &shopmesh_platform::events::EventEnvelope| e.event_type.as_str())
+                .map(|e: &shopmesh_events::EventEnvelope| e.event_type.as_str())
                 .collect();
             panic!(
                 "{topic}: {} of {count} events for {key} arrived: {types:?}",
@@ -55,7 +55,7 @@ pub async fn wait_for_events(
         if message.key() == Some(key.as_bytes())
             && let Some(Ok(envelope)) = message
                 .payload()
-                .map(shopmesh_platform::events::EventEnvelope::decode_record)
+                .map(shopmesh_events::EventEnvelope::decode_record)
         {
             found.push(envelope);
         }
@@ -65,7 +65,7 @@ pub async fn wait_for_events(
 
 /// Produces `envelope` to `topic`, keyed by its aggregate id, as the outbox
 /// relay would (the same event twice is a redelivery).
-pub async fn produce_event(topic: &str, envelope: &shopmesh_platform::events::EventEnvelope) {
+pub async fn produce_event(topic: &str, envelope: &shopmesh_events::EventEnvelope) {
     produce_event_on(&kafka_brokers(), topic, envelope).await;
 }
 
@@ -73,7 +73,7 @@ pub async fn produce_event(topic: &str, envelope: &shopmesh_platform::events::Ev
 pub async fn produce_event_on(
     brokers: &str,
     topic: &str,
-    envelope: &shopmesh_platform::events::EventEnvelope,
+    envelope: &shopmesh_events::EventEnvelope,
 ) {
     use prost::Message as _;
     use rdkafka::ClientConfig;
@@ -108,8 +108,8 @@ pub async fn skip_to_end_on(brokers: &str, group: &str, topics: &[&str]) {
     use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
     let brokers = brokers.to_owned();
-    let settings = shopmesh_platform::events::EventsSettings::for_brokers(&brokers, "test");
-    shopmesh_platform::events::ensure_topics(&settings, topics)
+    let settings = shopmesh_events::EventsSettings::for_brokers(&brokers, "test");
+    shopmesh_events::ensure_topics(&settings, topics)
         .await
         .unwrap_or_else(|err| panic!("creating {topics:?}: {err}"));
     let group = group.to_owned();
@@ -172,9 +172,9 @@ impl Record {
     }
 
     /// The value as an event envelope, if it is one.
-    pub fn envelope(&self) -> Option<shopmesh_platform::events::EventEnvelope> {
-        use shopmesh_platform::events::EnvelopeExt as _;
-        shopmesh_platform::events::EventEnvelope::decode_record(self.value.as_deref()?).ok()
+    pub fn envelope(&self) -> Option<shopmesh_events::EventEnvelope> {
+        use shopmesh_events::EnvelopeExt as _;
+        shopmesh_events::EventEnvelope::decode_record(self.value.as_deref()?).ok()
     }
 }
 

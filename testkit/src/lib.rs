@@ -9,6 +9,7 @@
 // Test support: a setup that fails panics the test, as an assertion does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bench;
 pub mod broker;
 pub mod catalog;
 pub mod env;
@@ -16,6 +17,7 @@ pub mod identity;
 pub mod kafka;
 pub mod service;
 
+pub use bench::Latencies;
 pub use broker::{TestBroker, tansu_binary};
 pub use catalog::{Catalog, NOWHERE, StockFeed};
 pub use env::{

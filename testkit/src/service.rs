@@ -35,13 +35,14 @@ pub async fn metric(service: &TestService, metric: &str, labels: &[(&str, &str)]
         .sum()
 }
 
-/// A service running in this process on ephemeral ports with its own database.
+/// A service running in this process on ephemeral ports, with its own
+/// database when its spec has one.
 pub struct TestService {
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
-    /// A separate pool on the service's database, for assertions on rows.
-    pub db: PgPool,
-    /// The service's database, e.g. to start it again on the same data.
+    db: Option<PgPool>,
+    /// The service's database, e.g. to start it again on the same data
+    /// (named even for a service without one, which ignores it).
     pub database_url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -88,7 +89,10 @@ impl TestService {
         let task = tokio::spawn(running.serve(async {
             let _ = stopped.await;
         }));
-        let db = PgPool::connect(&database_url).await?;
+        let db = match spec.migrator {
+            Some(_) => Some(PgPool::connect(&database_url).await?),
+            None => None,
+        };
         Ok(Self {
             grpc_addr,
             metrics_addr,
@@ -97,6 +101,14 @@ impl TestService {
             stop: Some(stop),
             task: Some(task),
         })
+    }
+
+    /// A separate pool on the service's database, for assertions on rows;
+    /// panics for a service without a database.
+    pub fn db(&self) -> &PgPool {
+        self.db
+            .as_ref()
+            .unwrap_or_else(|| panic!("this service has no database"))
     }
 
     /// `http://127.0.0.1:<port>`, for a tonic client.

@@ -268,7 +268,7 @@ pub async fn notifications(
 /// reserved for every SKU of a live product; a SKU without a row counts as
 /// sold out there, so it is only a finding when inventory has units.
 ///
-/// Guaranteed by the platform's stock follower (`platform/src/stock.rs`):
+/// Guaranteed by the stock follower (`inventory-client/src/lib.rs`):
 /// WatchStock announces every committed change (the `stock_announce`
 /// trigger), every (re)connect starts with the current level of each SKU,
 /// and the newest level per SKU wins (`svc-product/src/store/stock.rs`).

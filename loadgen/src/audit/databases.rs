@@ -11,8 +11,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 /// SQLSTATE invalid_catalog_name: the database does not exist.
 const NO_SUCH_DATABASE: &str = "3D000";
 
-/// A pool on each audited service's database. svc-cart's (Redis holds the
-/// carts) has only the events tables and never publishes: not audited.
+/// A pool on each audited service's database. svc-cart has none (Redis holds
+/// the carts).
 pub struct Databases {
     pub order: PgPool,
     pub payment: PgPool,

@@ -18,7 +18,7 @@ struct Backlog {
     last_error: Option<String>,
 }
 
-/// In every database with an `outbox` table (platform's events migration;
+/// In every database with an `outbox` table (the shopmesh-events migration;
 /// svc-auth, svc-order, svc-payment and svc-notification publish), no row
 /// is left with `published_at` NULL. One finding per database, naming its
 /// oldest unpublished row.

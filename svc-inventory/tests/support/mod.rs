@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use shopmesh_platform::auth::ServiceCredentials;
+use shopmesh_platform::clients::{Authenticated, authenticated};
 use shopmesh_platform::settings::Secret;
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_proto::shop::inventory::v1::{
@@ -17,13 +18,12 @@ use shopmesh_proto::shop::inventory::v1::{
 };
 use shopmesh_testkit::{INTERNAL_TOKEN, TestIdentity, TestService};
 use sqlx::PgPool;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 use uuid::Uuid;
 
 pub type InventoryClient = InventoryServiceClient<Channel>;
-pub type InternalClient = InventoryServiceClient<InterceptedService<Channel, ServiceCredentials>>;
+pub type InternalClient = InventoryServiceClient<Authenticated>;
 
 pub struct Harness {
     pub service: TestService,
@@ -204,7 +204,7 @@ impl Replica {
 fn internal_client(channel: Channel) -> InternalClient {
     let credentials =
         ServiceCredentials::new("svc-order", &Secret::new(INTERNAL_TOKEN.to_owned())).unwrap();
-    InventoryServiceClient::with_interceptor(channel, credentials)
+    InventoryServiceClient::new(authenticated(channel, credentials))
 }
 
 pub fn lines(wanted: &[(&str, i32)]) -> Vec<ReservationLine> {

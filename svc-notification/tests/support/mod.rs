@@ -8,8 +8,8 @@
 pub mod sms;
 pub mod smtp;
 
+use shopmesh_events::{Event, EventEnvelope};
 use shopmesh_platform::auth::ServiceCredentials;
-use shopmesh_platform::events::{Event, EventEnvelope};
 use shopmesh_platform::settings::Secret;
 use shopmesh_testkit::{
     INTERNAL_TOKEN, TestIdentity, TestService, kafka_brokers, skip_to_end_on, with_bearer,

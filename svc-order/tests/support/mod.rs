@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use shopmesh_demo::SeedProduct;
 use shopmesh_platform::auth::ServiceCredentials;
+use shopmesh_platform::clients::{Authenticated, authenticated};
 use shopmesh_platform::settings::Secret;
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_proto::shop::inventory::v1::{GetStockRequest, Stock};
@@ -30,12 +31,11 @@ use shopmesh_proto::shop::payment::v1::{self as payment, ListOrderPaymentsReques
 use shopmesh_testkit::{
     Catalog, INTERNAL_TOKEN, StockFeed, TestIdentity, TestService, with_bearer,
 };
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-pub type InternalOrderClient = OrderServiceClient<InterceptedService<Channel, ServiceCredentials>>;
+pub type InternalOrderClient = OrderServiceClient<Authenticated>;
 
 pub const APPROVED: &str = "4242424242424242";
 pub const DECLINED: &str = "4000000000000002";
@@ -222,7 +222,7 @@ impl Shop {
     pub async fn reservation_status(&self, order_id: &str) -> Option<String> {
         sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1")
             .bind(Uuid::parse_str(order_id).unwrap())
-            .fetch_optional(&self.catalog.inventory.db)
+            .fetch_optional(self.catalog.inventory.db())
             .await
             .unwrap()
     }
@@ -305,7 +305,8 @@ fn borrowed(settings: &[(String, String)]) -> Vec<(&str, &str)> {
 }
 
 pub async fn as_cart(order: &TestService) -> InternalOrderClient {
-    OrderServiceClient::with_interceptor(order.channel().await.unwrap(), credentials("svc-cart"))
+    let channel = order.channel().await.unwrap();
+    OrderServiceClient::new(authenticated(channel, credentials("svc-cart")))
 }
 
 /// Demo products with at least `min_stock` units, in catalog order.
@@ -377,7 +378,7 @@ pub struct PaymentGate {
     mode: Arc<AtomicU8>,
     /// Authorizations forwarded whose answer was swallowed, so far.
     swallowed: Arc<tokio::sync::watch::Sender<usize>>,
-    real: PaymentServiceClient<InterceptedService<Channel, ServiceCredentials>>,
+    real: PaymentServiceClient<Authenticated>,
 }
 
 const GATE_CLOSED: u8 = 0;
@@ -394,7 +395,7 @@ impl PaymentGate {
             url: format!("http://{}", listener.local_addr().unwrap()),
             mode: Arc::new(AtomicU8::new(GATE_CLOSED)),
             swallowed: Arc::new(tokio::sync::watch::Sender::new(0)),
-            real: PaymentServiceClient::with_interceptor(channel, credentials("svc-order")),
+            real: PaymentServiceClient::new(authenticated(channel, credentials("svc-order"))),
         };
         let service = PaymentServiceServer::new(gate.clone());
         tokio::spawn(async move {

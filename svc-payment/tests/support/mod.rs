@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use shopmesh_platform::auth::ServiceCredentials;
+use shopmesh_platform::clients::{Authenticated, authenticated};
 use shopmesh_platform::settings::Secret;
 use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::payment::v1::payment_method::Method;
@@ -19,13 +20,12 @@ use shopmesh_proto::shop::payment::v1::{
 };
 use shopmesh_testkit::{INTERNAL_TOKEN, TestIdentity, TestService, with_bearer};
 use svc_payment::provider::simulated::SimulatedNetwork;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 use uuid::Uuid;
 
 pub type PaymentClient = PaymentServiceClient<Channel>;
-pub type InternalClient = PaymentServiceClient<InterceptedService<Channel, ServiceCredentials>>;
+pub type InternalClient = PaymentServiceClient<Authenticated>;
 
 pub const VISA: &str = "4242424242424242";
 pub const MASTERCARD: &str = "5555555555554444";
@@ -117,7 +117,7 @@ impl Harness {
     pub fn as_svc_order(&self) -> InternalClient {
         let credentials =
             ServiceCredentials::new("svc-order", &Secret::new(INTERNAL_TOKEN.to_owned())).unwrap();
-        PaymentServiceClient::with_interceptor(self.channel.clone(), credentials)
+        PaymentServiceClient::new(authenticated(self.channel.clone(), credentials))
     }
 
     /// A signed-in user without the admin role.

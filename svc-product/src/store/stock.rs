@@ -1,6 +1,6 @@
 //! The local copy of available stock per SKU, fed by svc-inventory's WatchStock.
 
-use shopmesh_platform::stock::StockLevel;
+use shopmesh_inventory_client::StockLevel;
 use sqlx::PgPool;
 
 /// Stores reported levels, the newest report per SKU winning (a report older

@@ -8,7 +8,7 @@
 
 use prost::Message as _;
 use shopmesh_demo::SeedProduct;
-use shopmesh_platform::events::{Event, EventEnvelope};
+use shopmesh_events::{Event, EventEnvelope};
 use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::events::v1::{OrderConfirmed, OrderLine, OrderRefunded};
 use shopmesh_proto::shop::recommendation::v1 as pb;
@@ -179,7 +179,7 @@ pub async fn model_served(service: &TestService, admin: &User) -> pb::ModelInfo 
 /// Applies `envelope` to the service's database as its consumer would
 /// (without the broker and the inbox).
 pub async fn record(service: &TestService, envelope: &EventEnvelope) {
-    let mut tx = service.db.begin().await.unwrap();
+    let mut tx = service.db().begin().await.unwrap();
     svc_recommendation::consumer::apply(&mut tx, envelope)
         .await
         .unwrap();
@@ -332,7 +332,7 @@ pub fn violated(status: &Status) -> Vec<String> {
 
 pub async fn purchase_rows(service: &TestService) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM purchases")
-        .fetch_one(&service.db)
+        .fetch_one(service.db())
         .await
         .unwrap()
 }

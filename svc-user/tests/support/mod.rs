@@ -7,6 +7,7 @@
 
 use fred::prelude::{Client, KeysInterface};
 use shopmesh_platform::auth::ServiceCredentials;
+use shopmesh_platform::clients::{Authenticated, authenticated};
 use shopmesh_platform::settings::{Env, RedisSettings, Secret};
 use shopmesh_proto::shop::user::v1::user_service_client::UserServiceClient;
 use shopmesh_proto::shop::user::v1::{
@@ -14,13 +15,12 @@ use shopmesh_proto::shop::user::v1::{
     Profile,
 };
 use shopmesh_testkit::{INTERNAL_TOKEN, TestIdentity, TestService, redis_url};
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 use uuid::Uuid;
 
 pub type UserClient = UserServiceClient<Channel>;
-pub type InternalClient = UserServiceClient<InterceptedService<Channel, ServiceCredentials>>;
+pub type InternalClient = UserServiceClient<Authenticated>;
 
 pub struct Harness {
     pub service: TestService,
@@ -78,7 +78,7 @@ impl Harness {
     pub fn as_svc_auth(&self) -> InternalClient {
         let credentials =
             ServiceCredentials::new("svc-auth", &Secret::new(INTERNAL_TOKEN.to_owned())).unwrap();
-        UserServiceClient::with_interceptor(self.channel.clone(), credentials)
+        UserServiceClient::new(authenticated(self.channel.clone(), credentials))
     }
 
     /// A signed-in user whose profile does not exist (yet).

@@ -11,8 +11,8 @@ use rdkafka::producer::FutureRecord;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
 
-use super::kafka::{self, copy_headers, dlq_topic, header, header_str};
-use super::{EventsError, EventsSettings};
+use crate::kafka::{self, copy_headers, dlq_topic, header, header_str};
+use crate::{EventsError, EventsSettings};
 
 /// What a replay did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -25,14 +25,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use shopmesh_platform::backoff::Backoff;
+use shopmesh_platform::clients::LazyChannel;
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_proto::shop::inventory::v1::{Stock, WatchStockRequest};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-
-use crate::backoff::Backoff;
-use crate::clients::LazyChannel;
 
 /// WatchStock's limit of SKUs per stream.
 pub const MAX_SKUS_PER_WATCH: usize = 100;

@@ -12,12 +12,12 @@ use sqlx::PgConnection;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{
+use crate::{
     Event, EventConsumer, EventHandler, EventsSettings, OutboxError, OutboxRelay, enqueue,
     ensure_topics,
 };
-use crate::app::Context;
-use crate::backoff::Backoff;
+use shopmesh_platform::Context;
+use shopmesh_platform::backoff::Backoff;
 
 const RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 
@@ -36,47 +36,50 @@ pub async fn publish<M: prost::Name>(
 }
 
 /// Starts publishing the service's outbox to `topics` (which it creates if
-/// missing) until the service shuts down.
-pub fn start_relay(ctx: &Context, topics: &[&str]) -> JoinHandle<()> {
-    let relay = OutboxRelay::new(ctx.db.clone(), &ctx.settings.events);
-    let (settings, shutdown) = (ctx.settings.events.clone(), ctx.shutdown.clone());
+/// missing) until the service shuts down. Fails for bad `KAFKA_*` settings or
+/// a service without a database.
+pub fn start_relay(ctx: &Context, topics: &[&str]) -> anyhow::Result<JoinHandle<()>> {
+    let settings = EventsSettings::from_env(&ctx.env, ctx.name)?;
+    let relay = OutboxRelay::new(ctx.database()?, &settings);
+    let shutdown = ctx.shutdown.clone();
     let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         if topics_ready(&settings, &topics, &shutdown).await
             && let Err(err) = relay.run(shutdown).await
         {
             tracing::error!(error = %err, "outbox relay stopped");
         }
-    })
+    }))
 }
 
 /// Starts a consumer in `group` over `topics` (created if missing) with
 /// `handler`, until the service shuts down. `configure` adjusts the consumer
-/// (attempts, backoff) before it runs.
+/// (attempts, backoff) before it runs. Fails like [`start_relay`].
 pub fn start_consumer<H: EventHandler>(
     ctx: &Context,
     group: &str,
     topics: &[&str],
     handler: H,
     configure: impl FnOnce(EventConsumer<H>) -> EventConsumer<H>,
-) -> JoinHandle<()> {
+) -> anyhow::Result<JoinHandle<()>> {
+    let settings = EventsSettings::from_env(&ctx.env, ctx.name)?;
     let consumer = configure(EventConsumer::new(
-        ctx.db.clone(),
-        &ctx.settings.events,
+        ctx.database()?,
+        &settings,
         group,
         topics,
         handler,
     ));
-    let (settings, shutdown) = (ctx.settings.events.clone(), ctx.shutdown.clone());
+    let shutdown = ctx.shutdown.clone();
     let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
     let group = group.to_owned();
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         if topics_ready(&settings, &topics, &shutdown).await
             && let Err(err) = consumer.run(shutdown).await
         {
             tracing::error!(error = %err, %group, "event consumer stopped");
         }
-    })
+    }))
 }
 
 /// Creates `topics`, retrying with capped backoff; false when shutdown came first.

@@ -11,7 +11,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
 use shopmesh_proto::shop::events::v1::EventEnvelope;
 
-use super::{EventsError, EventsSettings};
+use crate::{EventsError, EventsSettings};
 
 /// Record headers copied from the envelope (events.proto), so a consumer can
 /// route or trace without decoding the value.

@@ -15,12 +15,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
 use rdkafka::message::{Message as _, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use shopmesh_platform::events::{
-    self, CancellationToken, EnvelopeExt as _, Event, EventConsumer, EventEnvelope, EventHandler,
-    EventsSettings, HandlerError, OutboxRelay, header, header_str,
+use shopmesh_events::{
+    self as events, CancellationToken, EnvelopeExt as _, Event, EventConsumer, EventEnvelope,
+    EventHandler, EventsSettings, HandlerError, OutboxRelay, header, header_str,
 };
 use shopmesh_platform::tracing_context::CallContext;
-use shopmesh_proto::shop::events::v1::ProductDeleted;
+use shopmesh_proto::shop::events::v1::UserRegistered;
 use sqlx::{PgConnection, PgPool};
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -46,7 +46,7 @@ async fn fresh_pool() -> PgPool {
     shopmesh_platform::db::ensure_database(&url).await.unwrap();
     let pool = PgPool::connect(&url).await.unwrap();
     events::migrate(&pool).await.unwrap();
-    sqlx::query("CREATE TABLE applied (event_id text NOT NULL, sku text NOT NULL)")
+    sqlx::query("CREATE TABLE applied (event_id text NOT NULL, mark text NOT NULL)")
         .execute(&pool)
         .await
         .unwrap();
@@ -87,13 +87,15 @@ async fn unpublished(pool: &PgPool) -> i64 {
     .await
 }
 
-fn product_deleted(key: &str, sku: &str) -> Event {
-    let payload = ProductDeleted {
-        product_id: key.to_owned(),
-        sku: sku.to_owned(),
-        delete_time: None,
+/// An event of aggregate `key` carrying `mark` (in its email field), which the
+/// tests follow through the relay, the broker and the handlers.
+fn marked(key: &str, mark: &str) -> Event {
+    let payload = UserRegistered {
+        user_id: key.to_owned(),
+        email: mark.to_owned(),
+        ..Default::default()
     };
-    Event::new(&payload, "product", key)
+    Event::new(&payload, "user", key)
 }
 
 async fn enqueue_committed(pool: &PgPool, topic: &str, envelope: &EventEnvelope) {
@@ -164,11 +166,11 @@ fn envelope_of(record: &OwnedMessage) -> EventEnvelope {
     EventEnvelope::decode_record(record.payload().unwrap()).unwrap()
 }
 
-fn sku_of(record: &OwnedMessage) -> String {
+fn mark_of(record: &OwnedMessage) -> String {
     envelope_of(record)
-        .payload_as::<ProductDeleted>()
+        .payload_as::<UserRegistered>()
         .unwrap()
-        .sku
+        .email
 }
 
 fn relay(pool: &PgPool, settings: &EventsSettings) -> OutboxRelay {
@@ -193,10 +195,10 @@ impl EventHandler for Recorder {
         envelope: &EventEnvelope,
     ) -> Result<(), HandlerError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let payload: ProductDeleted = envelope.payload_as()?;
-        sqlx::query("INSERT INTO applied (event_id, sku) VALUES ($1, $2)")
+        let payload: UserRegistered = envelope.payload_as()?;
+        sqlx::query("INSERT INTO applied (event_id, mark) VALUES ($1, $2)")
             .bind(&envelope.event_id)
-            .bind(&payload.sku)
+            .bind(&payload.email)
             .execute(&mut *tx)
             .await?;
         if self.failing.load(Ordering::SeqCst) {
@@ -273,12 +275,9 @@ async fn a_committed_event_is_published_with_key_headers_and_payload_and_a_rolle
         traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
         tracestate: String::new(),
     };
-    let first = call
-        .clone()
-        .scope(async { product_deleted("p-1", "first") })
-        .await;
+    let first = call.clone().scope(async { marked("p-1", "first") }).await;
     let mut tx = pool.begin().await.unwrap();
-    sqlx::query("INSERT INTO applied (event_id, sku) VALUES ('state', 'change')")
+    sqlx::query("INSERT INTO applied (event_id, mark) VALUES ('state', 'change')")
         .execute(&mut *tx)
         .await
         .unwrap();
@@ -286,25 +285,25 @@ async fn a_committed_event_is_published_with_key_headers_and_payload_and_a_rolle
     tx.commit().await.unwrap();
 
     let mut tx = pool.begin().await.unwrap();
-    events::enqueue(&mut tx, &topic, &product_deleted("p-1", "rolled back"))
+    events::enqueue(&mut tx, &topic, &marked("p-1", "rolled back"))
         .await
         .unwrap();
     tx.rollback().await.unwrap();
     // Same key, so it would be published after a leaked rolled-back event.
-    enqueue_committed(&pool, &topic, &product_deleted("p-1", "sentinel")).await;
+    enqueue_committed(&pool, &topic, &marked("p-1", "sentinel")).await;
 
     let token = CancellationToken::new();
     let relay = relay(&pool, &settings).spawn(token.clone());
     let records = read_records(&settings, &topic, 2).await;
-    let skus: Vec<String> = records.iter().map(sku_of).collect();
-    assert_eq!(skus, ["first", "sentinel"]);
+    let marks: Vec<String> = records.iter().map(mark_of).collect();
+    assert_eq!(marks, ["first", "sentinel"]);
 
     let record = &records[0];
     assert_eq!(record.key(), Some(&b"p-1"[..]));
     let headers = record.headers();
     assert_eq!(
         header_str(headers, header::EVENT_TYPE),
-        Some("shop.events.v1.ProductDeleted")
+        Some("shop.events.v1.UserRegistered")
     );
     assert_eq!(
         header_str(headers, header::EVENT_ID),
@@ -317,10 +316,10 @@ async fn a_committed_event_is_published_with_key_headers_and_payload_and_a_rolle
     assert_eq!(header_str(headers, header::REQUEST_ID), Some("req-42"));
     let envelope = envelope_of(record);
     assert_eq!(&envelope, first.envelope());
-    assert_eq!(envelope.aggregate_type, "product");
+    assert_eq!(envelope.aggregate_type, "user");
     assert_eq!(
         envelope.payload.as_ref().unwrap().type_url,
-        "type.googleapis.com/shop.events.v1.ProductDeleted"
+        "type.googleapis.com/shop.events.v1.UserRegistered"
     );
 
     wait_for_count(
@@ -344,7 +343,7 @@ async fn with_the_broker_down_rows_wait_with_their_errors_then_are_published_in_
     } = fixture().await;
     for i in 0..3 {
         for key in ["k1", "k2"] {
-            enqueue_committed(&pool, &topic, &product_deleted(key, &format!("{key}-{i}"))).await;
+            enqueue_committed(&pool, &topic, &marked(key, &format!("{key}-{i}"))).await;
         }
     }
 
@@ -391,7 +390,7 @@ async fn with_the_broker_down_rows_wait_with_their_errors_then_are_published_in_
     let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
     for record in &records {
         let key = String::from_utf8(record.key().unwrap().to_vec()).unwrap();
-        by_key.entry(key).or_default().push(sku_of(record));
+        by_key.entry(key).or_default().push(mark_of(record));
     }
     assert_eq!(by_key["k1"], ["k1-0", "k1-1", "k1-2"]);
     assert_eq!(by_key["k2"], ["k2-0", "k2-1", "k2-2"]);
@@ -414,8 +413,8 @@ async fn a_redelivered_event_is_applied_once() {
         group,
     } = fixture().await;
 
-    let event = product_deleted("p-9", "once");
-    let sentinel = product_deleted("p-9", "sentinel");
+    let event = marked("p-9", "once");
+    let sentinel = marked("p-9", "sentinel");
     for envelope in [&event, &event, &sentinel] {
         publish_raw(&settings, &topic, "p-9", &envelope.encode_to_vec()).await;
     }
@@ -425,12 +424,12 @@ async fn a_redelivered_event_is_applied_once() {
     wait_for_count(
         &pool,
         "sentinel applied",
-        "SELECT count(*) FROM applied WHERE sku = 'sentinel'",
+        "SELECT count(*) FROM applied WHERE mark = 'sentinel'",
         1,
     )
     .await;
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM applied WHERE sku = 'once'").await,
+        count(&pool, "SELECT count(*) FROM applied WHERE mark = 'once'").await,
         1
     );
     assert_eq!(recorder.calls.load(Ordering::SeqCst), 2);
@@ -455,7 +454,7 @@ async fn a_failing_event_goes_to_the_dead_letter_topic_and_a_replay_applies_it_o
         group,
     } = fixture().await;
 
-    let event = product_deleted("p-7", "late");
+    let event = marked("p-7", "late");
     publish_raw(&settings, &topic, "p-7", &event.encode_to_vec()).await;
     let recorder = Recorder::default();
     recorder.failing.store(true, Ordering::SeqCst);
@@ -492,7 +491,7 @@ async fn a_failing_event_goes_to_the_dead_letter_topic_and_a_replay_applies_it_o
     wait_for_count(
         &pool,
         "replayed event applied",
-        "SELECT count(*) FROM applied WHERE sku = 'late'",
+        "SELECT count(*) FROM applied WHERE mark = 'late'",
         1,
     )
     .await;
@@ -509,7 +508,7 @@ async fn a_failing_event_goes_to_the_dead_letter_topic_and_a_replay_applies_it_o
         .unwrap();
     assert_eq!(again.replayed, 0);
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM applied WHERE sku = 'late'").await,
+        count(&pool, "SELECT count(*) FROM applied WHERE mark = 'late'").await,
         1
     );
     stop(token, vec![task]).await;
@@ -525,7 +524,7 @@ async fn a_poison_message_is_dead_lettered_at_once_and_the_consumer_goes_on() {
     } = fixture().await;
 
     publish_raw(&settings, &topic, "p-3", b"\xde\xad not an envelope").await;
-    let next = product_deleted("p-3", "next");
+    let next = marked("p-3", "next");
     publish_raw(&settings, &topic, "p-3", &next.encode_to_vec()).await;
     let recorder = Recorder::default();
     let token = CancellationToken::new();
@@ -534,7 +533,7 @@ async fn a_poison_message_is_dead_lettered_at_once_and_the_consumer_goes_on() {
     wait_for_count(
         &pool,
         "the next message applied",
-        "SELECT count(*) FROM applied WHERE sku = 'next'",
+        "SELECT count(*) FROM applied WHERE mark = 'next'",
         1,
     )
     .await;
@@ -562,7 +561,7 @@ async fn two_relays_on_one_outbox_publish_every_event_once_in_key_order() {
     let mut tx = pool.begin().await.unwrap();
     for i in 0..PER_KEY {
         for k in 0..KEYS {
-            let envelope = product_deleted(&format!("key-{k}"), &format!("{i:03}"));
+            let envelope = marked(&format!("key-{k}"), &format!("{i:03}"));
             events::enqueue(&mut tx, &topic, &envelope).await.unwrap();
         }
     }
@@ -595,12 +594,12 @@ async fn two_relays_on_one_outbox_publish_every_event_once_in_key_order() {
         by_key
             .entry(record.key().unwrap().to_vec())
             .or_default()
-            .push(sku_of(record));
+            .push(mark_of(record));
     }
-    for skus in by_key.values() {
-        let mut sorted = skus.clone();
+    for marks in by_key.values() {
+        let mut sorted = marks.clone();
         sorted.sort();
-        assert_eq!(skus, &sorted, "a key's events were reordered");
+        assert_eq!(marks, &sorted, "a key's events were reordered");
     }
 }
 

@@ -1,11 +1,11 @@
 //! Writing events into the transactional outbox, in the producer's own
-//! transaction, for the [`OutboxRelay`](super::OutboxRelay) to publish.
+//! transaction, for the [`OutboxRelay`](crate::OutboxRelay) to publish.
 
 use prost::Message as _;
 use shopmesh_proto::shop::events::v1::EventEnvelope;
 use sqlx::PgConnection;
 
-use super::envelope::{EnvelopeError, EnvelopeExt as _};
+use crate::envelope::{EnvelopeError, EnvelopeExt as _};
 
 /// The channel the relay listens on; `enqueue` notifies it (delivered at commit).
 pub(crate) const NOTIFY_CHANNEL: &str = "shopmesh_outbox";

@@ -16,11 +16,11 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::envelope::EnvelopeExt as _;
-use super::kafka::{self, copy_headers, dlq_topic, header};
-use super::{EventsError, EventsSettings};
-use crate::backoff::Backoff;
-use crate::tracing_context::CallContext;
+use crate::envelope::EnvelopeExt as _;
+use crate::kafka::{self, copy_headers, dlq_topic, header};
+use crate::{EventsError, EventsSettings};
+use shopmesh_platform::backoff::Backoff;
+use shopmesh_platform::tracing_context::CallContext;
 
 /// How a consumer group applies an event.
 ///
@@ -384,7 +384,7 @@ impl<H: EventHandler> EventConsumer<H> {
             if let Ok(value) = envelope.traceparent.parse() {
                 headers.insert("traceparent", value);
             }
-            crate::tracing_context::attach_remote_parent(&span, &headers);
+            shopmesh_platform::tracing_context::attach_remote_parent(&span, &headers);
         }
         context
             .scope(self.handler.handle(&mut tx, envelope))

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use prost::Message as _;
 use shopmesh_proto::shop::events::v1::EventEnvelope;
 
-use crate::tracing_context::CallContext;
+use shopmesh_platform::tracing_context::CallContext;
 
 /// Prefix of every payload's type URL (`google.protobuf.Any` convention).
 pub const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
@@ -43,7 +43,7 @@ pub enum EnvelopeError {
 }
 
 /// A new event: the [`EventEnvelope`] to enqueue, built from its payload.
-/// Dereferences to the envelope, so `&event` is what [`enqueue`](super::enqueue) takes.
+/// Dereferences to the envelope, so `&event` is what [`enqueue`](crate::enqueue) takes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event(EventEnvelope);
 
@@ -157,14 +157,14 @@ impl EnvelopeExt for EventEnvelope {
 
 #[cfg(test)]
 mod tests {
-    use shopmesh_proto::shop::events::v1::{OrderCreated, ProductDeleted};
+    use shopmesh_proto::shop::events::v1::{OrderCreated, UserRegistered};
 
     use super::*;
 
     #[tokio::test]
     async fn an_envelope_round_trips_and_checks_its_payload_type() {
-        let payload = ProductDeleted {
-            product_id: "p-1".to_owned(),
+        let payload = UserRegistered {
+            user_id: "u-1".to_owned(),
             ..Default::default()
         };
         let context = CallContext {
@@ -174,9 +174,9 @@ mod tests {
         };
         let envelope = context
             .clone()
-            .scope(async { Event::new(&payload, "product", "p-1") })
+            .scope(async { Event::new(&payload, "user", "u-1") })
             .await;
-        assert_eq!(envelope.event_type, "shop.events.v1.ProductDeleted");
+        assert_eq!(envelope.event_type, "shop.events.v1.UserRegistered");
         assert_eq!(envelope.request_id, "req-1");
         assert_eq!(envelope.traceparent, context.traceparent);
         assert_eq!(
@@ -187,8 +187,8 @@ mod tests {
         );
         let decoded = EventEnvelope::decode_record(&envelope.encode_to_vec()).unwrap();
         assert_eq!(&decoded, envelope.envelope());
-        assert!(decoded.is::<ProductDeleted>());
-        assert_eq!(decoded.payload_as::<ProductDeleted>().unwrap(), payload);
+        assert!(decoded.is::<UserRegistered>());
+        assert_eq!(decoded.payload_as::<UserRegistered>().unwrap(), payload);
         assert!(matches!(
             decoded.payload_as::<OrderCreated>(),
             Err(EnvelopeError::WrongType { .. })

@@ -3,7 +3,7 @@
 
 use rdkafka::ClientConfig;
 
-use crate::settings::{Env, Secret, SettingsError};
+use shopmesh_platform::settings::{Env, Secret, SettingsError};
 
 /// Where the brokers are, how to authenticate, and how topics are created.
 #[derive(Clone, Debug)]

@@ -21,9 +21,9 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
-use super::kafka::{envelope_headers, producer};
-use super::outbox::NOTIFY_CHANNEL;
-use super::{EventsError, EventsSettings};
+use crate::kafka::{envelope_headers, producer};
+use crate::outbox::NOTIFY_CHANNEL;
+use crate::{EventsError, EventsSettings};
 
 /// How often the `outbox_backlog` gauge is refreshed.
 const BACKLOG_INTERVAL: Duration = Duration::from_secs(5);
@@ -430,7 +430,7 @@ impl BacklogGauge {
         }
         self.last = Some(Instant::now());
         let counts = match pool.acquire().await {
-            Ok(mut conn) => super::outbox::backlog(&mut conn).await,
+            Ok(mut conn) => crate::outbox::backlog(&mut conn).await,
             Err(err) => Err(err),
         };
         match counts {
