@@ -115,6 +115,31 @@ no_kafka_without_events() {
   done
 }
 
+# Every service has the shape docs/architecture.md draws: the same files in
+# the same places, all SQL in its store, an events.rs where it publishes.
+service_skeleton() {
+  local svc f bad=0
+  for svc in svc-*/; do
+    svc=${svc%/}
+    for f in src/main.rs src/lib.rs src/settings.rs src/error.rs src/api.rs tests/support/mod.rs tests/binary.rs; do
+      [[ -f $svc/$f ]] || { err "$svc has no $f"; bad=1; }
+    done
+    [[ -f $svc/src/store.rs || -f $svc/src/store/mod.rs ]] || { err "$svc has no src/store.rs or src/store/"; bad=1; }
+    if grep -q 'migrator: None' "$svc/src/lib.rs"; then
+      [[ ! -d $svc/migrations ]] || { err "$svc declares no database but has migrations/"; bad=1; }
+    else
+      [[ -d $svc/migrations ]] || { err "$svc has no migrations/"; bad=1; }
+    fi
+    if grep -q 'start_relay' "$svc/src/lib.rs"; then
+      [[ -f $svc/src/events.rs ]] || { err "$svc publishes events but has no src/events.rs"; bad=1; }
+    fi
+    while IFS= read -r f; do
+      err "$f runs SQL outside $svc's store"; bad=1
+    done < <(grep -rlE 'sqlx::(query|raw_sql)' "$svc/src" | grep -v "^$svc/src/store" || true)
+  done
+  return "$bad"
+}
+
 shell_scripts() {
   # -S warning: real bugs fail the build, style notes do not.
   shellcheck -x -S warning scripts/*.sh .ci/run
@@ -128,6 +153,7 @@ run_step "cargo clippy --workspace --all-targets -- -D warnings" \
   cargo clippy --workspace --all-targets -- -D warnings
 run_step "no test kit in the binaries (cargo tree)" no_test_kit_in_binaries
 run_step "no librdkafka without events (cargo tree)" no_kafka_without_events
+run_step "every service has the skeleton (docs/architecture.md)" service_skeleton
 if [[ $mode == all ]]; then
   run_step "dependencies (scripts/infra.sh)" infra
   run_step "drop leftover test databases" drop_test_databases

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -21,9 +21,6 @@ use crate::auth::{AccessControl, AccessLayer};
 use crate::metrics::GrpcMetricsLayer;
 use crate::overload::{Admission, AdmissionLayer, OverloadSettings};
 
-/// The message tonic's generated default stubs answer with.
-const TONIC_STUB_MESSAGE: &str = "Not yet implemented";
-
 /// A bound gRPC server waiting for its services.
 pub struct GrpcServer {
     listener: TcpListener,
@@ -31,7 +28,6 @@ pub struct GrpcServer {
     health: HealthReporter,
     names: Vec<&'static str>,
     drain: Duration,
-    pending_note: Option<&'static str>,
     access: Option<AccessControl>,
     overload: OverloadSettings,
 }
@@ -49,7 +45,6 @@ impl GrpcServer {
             health,
             names: Vec::new(),
             drain,
-            pending_note: None,
             access: None,
             overload: OverloadSettings::default(),
         })
@@ -90,13 +85,6 @@ impl GrpcServer {
         self
     }
 
-    /// Explains what "not implemented yet" means for this service's default stubs,
-    /// e.g. "it arrives with the identity issue (#3)".
-    pub fn pending_note(mut self, note: &'static str) -> Self {
-        self.pending_note = Some(note);
-        self
-    }
-
     /// Serves until `shutdown` resolves, then turns health NOT_SERVING, stops
     /// accepting, and lets in-flight calls finish for at most the drain period.
     pub async fn serve(
@@ -109,7 +97,6 @@ impl GrpcServer {
             health,
             names,
             drain,
-            pending_note,
             access,
             overload,
         } = self;
@@ -158,8 +145,7 @@ impl GrpcServer {
             // Request id and trace context for events the call produces (shopmesh-events).
             .layer(crate::tracing_context::CallContextLayer)
             .layer(GrpcMetricsLayer)
-            .option_layer(access.map(AccessLayer::new))
-            .map_response(move |response: Response<Body>| explain_pending(response, pending_note));
+            .option_layer(access.map(AccessLayer::new));
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
@@ -250,23 +236,4 @@ fn call_span<B>(request: &Request<B>) -> Span {
     );
     crate::tracing_context::attach_remote_parent(&span, request.headers());
     span
-}
-
-/// Replaces tonic's generic "Not yet implemented" with this service's note, so a
-/// caller learns which issue brings the method.
-fn explain_pending(mut response: Response<Body>, note: Option<&'static str>) -> Response<Body> {
-    let Some(note) = note else { return response };
-    let headers = response.headers_mut();
-    let is_stub = headers.get("grpc-status").is_some_and(|v| v == "12")
-        && headers.get("grpc-message").is_some_and(|v| {
-            v.to_str()
-                .is_ok_and(|m| m.replace("%20", " ") == TONIC_STUB_MESSAGE)
-        });
-    if is_stub {
-        let message = format!("not implemented yet: {note}");
-        if let Ok(value) = HeaderValue::from_str(&message) {
-            headers.insert("grpc-message", value);
-        }
-    }
-    response
 }

@@ -1,18 +1,17 @@
-//! The AuthService gRPC API: proto ↔ identity, and the one place identity
-//! errors become gRPC statuses.
+//! The AuthService gRPC API: proto ↔ identity. Identity errors become
+//! statuses in `error.rs`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use shopmesh_platform::auth::{Caller, Jwk, TokenVerifier, auth_status};
-use shopmesh_platform::errors::{self, ErrorReason, FieldViolations};
+use shopmesh_platform::errors::{self, FieldViolations};
 use shopmesh_proto::shop::auth::v1 as pb;
 use shopmesh_proto::shop::auth::v1::auth_service_server::AuthService;
-use tonic::{Code, Request, Response, Status};
-use tonic_types::StatusExt;
+use tonic::{Request, Response, Status};
 
 use crate::credentials::{self, Email};
-use crate::identity::{Identity, IdentityError, KNOWN_ROLES, Registration, SessionTokens};
+use crate::identity::{Identity, KNOWN_ROLES, Registration, SessionTokens};
 use crate::login_limit::client_bucket;
 use crate::tokens::verified_claims;
 
@@ -27,48 +26,6 @@ pub struct AuthApi {
 impl AuthApi {
     pub fn new(identity: Identity, verifier: Arc<TokenVerifier>) -> Self {
         Self { identity, verifier }
-    }
-}
-
-impl From<IdentityError> for Status {
-    fn from(err: IdentityError) -> Self {
-        let message = err.to_string();
-        match err {
-            IdentityError::EmailTaken => {
-                errors::domain_error(Code::AlreadyExists, ErrorReason::EmailTaken, message)
-            }
-            IdentityError::InvalidCredentials => errors::domain_error(
-                Code::Unauthenticated,
-                ErrorReason::InvalidCredentials,
-                message,
-            ),
-            IdentityError::TooManyAttempts { retry_after } => {
-                let mut details = errors::error_info(ErrorReason::TooManyFailedLogins);
-                details.set_retry_info(Some(retry_after));
-                Status::with_error_details(Code::ResourceExhausted, message, details)
-            }
-            IdentityError::InvalidRefreshToken => errors::domain_error(
-                Code::Unauthenticated,
-                ErrorReason::InvalidRefreshToken,
-                message,
-            ),
-            IdentityError::RefreshTokenReused => errors::domain_error(
-                Code::Unauthenticated,
-                ErrorReason::RefreshTokenReused,
-                message,
-            ),
-            IdentityError::UserNotFound(id) => {
-                errors::not_found(ErrorReason::UserNotFound, &id.to_string())
-            }
-            IdentityError::LastAdmin => {
-                errors::domain_error(Code::FailedPrecondition, ErrorReason::LastAdmin, message)
-            }
-            IdentityError::Unavailable(err) => {
-                tracing::warn!(error = %err, "Redis unavailable");
-                Status::unavailable("cannot reach the session store right now")
-            }
-            IdentityError::Internal(err) => errors::internal(err),
-        }
     }
 }
 

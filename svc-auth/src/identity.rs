@@ -5,10 +5,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use shopmesh_platform::auth::{ADMIN_ROLE, SessionStore};
-use shopmesh_proto::shop::events::v1::UserRegistered;
 use uuid::Uuid;
 
 use crate::credentials::{Email, PasswordHasher};
+use crate::error::IdentityError;
+use crate::events;
 use crate::keys::{KeyRing, Rotation};
 use crate::login_limit::LoginLimiter;
 use crate::profiles::{ATTEMPT_LEASE, ProfileSync};
@@ -18,41 +19,6 @@ use crate::tokens::{AccessTokenIssuer, RefreshToken};
 
 /// Roles GrantRole knows.
 pub const KNOWN_ROLES: &[&str] = &[ADMIN_ROLE];
-
-#[derive(Debug, thiserror::Error)]
-pub enum IdentityError {
-    #[error("an account with this email already exists")]
-    EmailTaken,
-    /// Unknown email and wrong password alike.
-    #[error("invalid email or password")]
-    InvalidCredentials,
-    #[error("too many failed sign-ins; retry in {} s", retry_after.as_secs())]
-    TooManyAttempts { retry_after: Duration },
-    /// Unknown, expired or revoked.
-    #[error("the refresh token is not valid")]
-    InvalidRefreshToken,
-    /// A rotated token came back: its session has been revoked.
-    #[error("the refresh token was already used; the session is revoked")]
-    RefreshTokenReused,
-    #[error("user {0} not found")]
-    UserNotFound(Uuid),
-    #[error("the last admin cannot lose the admin role")]
-    LastAdmin,
-    /// Redis (sessions, counters) cannot be reached.
-    #[error("session store unavailable: {0}")]
-    Unavailable(#[from] fred::error::Error),
-    #[error(transparent)]
-    Internal(#[from] anyhow::Error),
-}
-
-impl From<sqlx::Error> for IdentityError {
-    fn from(err: sqlx::Error) -> Self {
-        Self::Internal(err.into())
-    }
-}
-
-/// Where account events go (key: the user id, aggregate type "user").
-pub const TOPIC: &str = shopmesh_proto::topics::AUTH_EVENTS;
 
 type Result<T, E = IdentityError> = std::result::Result<T, E>;
 
@@ -116,13 +82,8 @@ impl Identity {
         Store::insert_pending_profile(&mut tx, user_id, ATTEMPT_LEASE).await?;
         // In the same transaction: no account without its event, no event
         // without its account (svc-notification sends the welcome email).
-        let registered = UserRegistered {
-            user_id: user_id.to_string(),
-            email: email.given.clone(),
-            display_name: display_name.clone(),
-            register_time: Some(std::time::SystemTime::now().into()),
-        };
-        shopmesh_events::publish(&mut tx, TOPIC, "user", user_id.to_string(), &registered)
+        let registered = events::user_registered(user_id, &email.given, &display_name);
+        events::publish_user_registered(&mut tx, &registered)
             .await
             .map_err(|err| IdentityError::Internal(err.into()))?;
         tx.commit().await?;

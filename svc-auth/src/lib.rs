@@ -1,12 +1,17 @@
 //! The auth service: accounts (Argon2id), sign-in with per-account and
 //! per-client limits, sessions in Redis, EdDSA access tokens from rotating keys
 //! in PostgreSQL, rotating refresh tokens with reuse detection, and roles.
+//! A registration publishes `UserRegistered` on `shop.auth.events` through
+//! the transactional outbox (`events.rs`) and owes the account a profile in
+//! svc-user (`profiles.rs`).
 //!
 //! Background tasks (every replica runs them; the database coordinates): the
 //! signing-key schedule and the retries of profiles owed to svc-user.
 
 mod api;
 mod credentials;
+mod error;
+mod events;
 mod identity;
 mod keys;
 mod login_limit;
@@ -52,7 +57,7 @@ pub async fn build(ctx: Context) -> anyhow::Result<GrpcServer> {
     let auth = &ctx.settings.auth;
     let store = Store::new(db.clone());
 
-    shopmesh_events::start_relay(&ctx, &[identity::TOPIC])?;
+    shopmesh_events::start_relay(&ctx, &[events::TOPIC])?;
     let keys = KeyRing::new(store.clone());
     keys.ensure().await?;
     if !settings.bootstrap_admins.is_empty() {

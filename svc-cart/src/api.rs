@@ -12,9 +12,9 @@ use shopmesh_platform::auth::Caller;
 use shopmesh_platform::errors::{FieldViolations, invalid_field, is_idempotency_key};
 use shopmesh_proto::shop::cart::v1::cart_service_server::CartService;
 use shopmesh_proto::shop::cart::v1::{
-    AddCartItemRequest, AddCartItemResponse, Cart, CartLineProblemCode, CheckoutRequest,
-    CheckoutResponse, ClearCartRequest, ClearCartResponse, CreateCartRequest, CreateCartResponse,
-    GetCartRequest, GetCartResponse, MergeCartsRequest, MergeCartsResponse, RemoveCartItemRequest,
+    AddCartItemRequest, AddCartItemResponse, Cart, CheckoutRequest, CheckoutResponse,
+    ClearCartRequest, ClearCartResponse, CreateCartRequest, CreateCartResponse, GetCartRequest,
+    GetCartResponse, MergeCartsRequest, MergeCartsResponse, RemoveCartItemRequest,
     RemoveCartItemResponse, UpdateCartItemRequest, UpdateCartItemResponse,
 };
 use shopmesh_proto::shop::order::v1::{CreateOrderLine, CreateOrderRequest};
@@ -22,14 +22,13 @@ use shopmesh_proto::shop::payment::v1::payment_method::Method;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::cart::{AddedLine, CartRecord, CartRef, MAX_QUANTITY, SeenPrice, now_ms};
 use crate::catalog::{Catalog, Snapshot};
-use crate::checkout::{Ordering, was_confirmed};
+use crate::checkout::{CheckoutAttempt, Ordering, was_confirmed};
 use crate::error::CartError;
 use crate::metrics;
-use crate::store::{
-    AddedLine, CartRecord, CartRef, Carts, CheckoutAttempt, MAX_QUANTITY, SeenPrice, now_ms,
-};
-use crate::view::cart_view;
+use crate::store::Carts;
+use crate::view::{blocking_problems, cart_view};
 
 /// The cart id that names the signed-in caller's own cart.
 const MINE: &str = "mine";
@@ -127,33 +126,6 @@ fn cart_ref<T>(request: &Request<T>, cart_id: &str) -> Result<CartRef, Status> {
     Uuid::parse_str(cart_id)
         .map(CartRef::Anonymous)
         .map_err(|_| invalid_field("cart_id", "must be a cart id (UUID) or \"mine\""))
-}
-
-/// `(SKU, what is wrong)` for every line that stops checkout; a cart that is
-/// blocked only as a whole (lines priced in several currencies) names every
-/// line.
-fn blocking_problems(view: &Cart) -> Vec<(String, String)> {
-    let mut blocking: Vec<(String, String)> = view
-        .lines
-        .iter()
-        .flat_map(|line| {
-            line.problems
-                .iter()
-                .filter(|p| p.code() != CartLineProblemCode::PriceChanged)
-                .map(|p| (line.sku.clone(), p.message.clone()))
-        })
-        .collect();
-    if blocking.is_empty() {
-        blocking = view
-            .lines
-            .iter()
-            .map(|line| {
-                let problem = "the cart's lines are priced in different currencies";
-                (line.sku.clone(), problem.to_owned())
-            })
-            .collect();
-    }
-    blocking
 }
 
 fn check_checkout(request: &CheckoutRequest) -> Result<(), Status> {

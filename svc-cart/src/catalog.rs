@@ -18,9 +18,9 @@ use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceCli
 use shopmesh_proto::shop::product::v1::{BatchGetProductsRequest, Product};
 use tonic::{Code, Status};
 
+use crate::cart::CartRecord;
 use crate::error::{CartError, Dependency};
 use crate::settings::CartSettings;
-use crate::store::CartRecord;
 
 /// How long one call to a dependency may take (also sent as `grpc-timeout`).
 const CALL_DEADLINE: Duration = Duration::from_secs(2);

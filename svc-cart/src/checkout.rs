@@ -33,7 +33,6 @@ use uuid::Uuid;
 use crate::catalog::failed;
 use crate::error::{CartError, Dependency};
 use crate::settings::CartSettings;
-use crate::store::CheckoutAttempt;
 
 /// How long reading an address may take.
 const ADDRESS_DEADLINE: Duration = Duration::from_secs(2);
@@ -43,6 +42,19 @@ const ORDER_DEADLINE: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const USER_SERVICE: LazyChannel = LazyChannel::new(CONNECT_TIMEOUT).call_timeout(ADDRESS_DEADLINE);
 const ORDER_SERVICE: LazyChannel = LazyChannel::new(CONNECT_TIMEOUT).call_timeout(ORDER_DEADLINE);
+
+/// A checkout attempt, recorded under its idempotency key before CreateOrder
+/// is first called: a repeat sends the same request again (CreateOrder is
+/// idempotent per user and key), whatever the cart or the address book holds
+/// by then.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckoutAttempt {
+    /// The address id the attempt named (a repeat naming another is refused).
+    pub shipping_address_id: String,
+    /// CreateOrder as first sent: lines from the cart, the resolved address;
+    /// never the payment method, which is not stored.
+    pub order: CreateOrderRequest,
+}
 
 /// Clients of svc-user and svc-order.
 #[derive(Clone)]

@@ -5,7 +5,7 @@ use shopmesh_platform::redis::BoundedError;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use crate::store::{MAX_LINES, MAX_QUANTITY};
+use crate::cart::{MAX_LINES, MAX_QUANTITY};
 
 /// A service the cart calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

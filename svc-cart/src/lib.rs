@@ -1,20 +1,26 @@
 //! The cart service: shopping carts in Redis, for anonymous visitors and
 //! signed-in shoppers, showing current prices and stock on every read.
 //!
+//! - What a cart is (which cart a call names, its lines, the limits): `cart`.
 //! - Storage and atomicity: `store` (one Redis hash per cart, every change one
-//!   Lua script). Carts are the only copy of what a shopper picked: run their
-//!   Redis with AOF persistence (`appendonly yes`, `appendfsync everysec`) and
-//!   `maxmemory-policy noeviction`, optionally as a Redis of its own
-//!   (`CART_REDIS_URL`); see docs/deploy.md, "Redis for carts".
+//!   Lua script, the scripts in `store::scripts`). Carts are the only copy of
+//!   what a shopper picked: run their Redis with AOF persistence (`appendonly
+//!   yes`, `appendfsync everysec`) and `maxmemory-policy noeviction`,
+//!   optionally as a Redis of its own (`CART_REDIS_URL`); see docs/deploy.md,
+//!   "Redis for carts".
 //! - Current prices and availability: `catalog` (svc-product, svc-inventory)
 //!   and `view`.
 //! - Checkout: `checkout` (svc-user for the address, svc-order for the
-//!   order and its saga) and the checkout attempts in `store`.
+//!   order and its saga, the attempt recorded per idempotency key) and the
+//!   checkout attempts in `store`.
+//! - `api` the gRPC surface, `error` what becomes which status, `metrics`,
+//!   `settings`.
 //!
 //! Nothing is kept in PostgreSQL: the spec declares no database, so the
 //! service reads no `DATABASE_URL` and opens no pool.
 
 mod api;
+mod cart;
 mod catalog;
 mod checkout;
 mod error;

@@ -23,8 +23,8 @@ use shopmesh_proto::shop::cart::v1::{
 };
 use shopmesh_proto::shop::common::v1::Money;
 
+use crate::cart::{CartRecord, LineRecord};
 use crate::catalog::Snapshot;
-use crate::store::{CartRecord, LineRecord};
 
 /// The cart with current prices, availability and problems.
 pub fn cart_view(record: &CartRecord, snapshot: &Snapshot) -> Cart {
@@ -115,6 +115,33 @@ fn line_view(line: &LineRecord, snapshot: &Snapshot) -> CartLine {
     view
 }
 
+/// `(SKU, what is wrong)` for every line that stops checkout; a cart that is
+/// blocked only as a whole (lines priced in several currencies) names every
+/// line.
+pub fn blocking_problems(view: &Cart) -> Vec<(String, String)> {
+    let mut blocking: Vec<(String, String)> = view
+        .lines
+        .iter()
+        .flat_map(|line| {
+            line.problems
+                .iter()
+                .filter(|p| p.code() != CartLineProblemCode::PriceChanged)
+                .map(|p| (line.sku.clone(), p.message.clone()))
+        })
+        .collect();
+    if blocking.is_empty() {
+        blocking = view
+            .lines
+            .iter()
+            .map(|line| {
+                let problem = "the cart's lines are priced in different currencies";
+                (line.sku.clone(), problem.to_owned())
+            })
+            .collect();
+    }
+    blocking
+}
+
 /// The sum of the line totals, when they share one currency.
 fn subtotal(lines: &[CartLine]) -> Option<Money> {
     let mut totals = lines.iter().filter_map(|l| l.line_total.as_ref());
@@ -176,7 +203,7 @@ mod tests {
     use shopmesh_proto::shop::product::v1::Product;
 
     use super::*;
-    use crate::store::{AddedLine, SeenPrice};
+    use crate::cart::{AddedLine, SeenPrice};
 
     fn line(sku: &str, product: &str, quantity: i32, seen_minor: i64) -> LineRecord {
         LineRecord {

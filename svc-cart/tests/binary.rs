@@ -16,7 +16,7 @@ use shopmesh_proto::shop::payment::v1::PaymentMethod;
 use shopmesh_proto::shop::payment::v1::payment_method::Method;
 use shopmesh_testkit::{
     INTERNAL_TOKEN, NOWHERE, TestIdentity, assert_bad_setting_refused, free_port, service_command,
-    sigterm, wait_until_serving, with_bearer,
+    sigterm, wait_until_serving,
 };
 use tonic::Code;
 
@@ -61,7 +61,7 @@ fn migrate_has_nothing_to_do_without_a_database() {
 #[tokio::test]
 async fn it_serves_without_its_dependencies_and_drains_on_sigterm() {
     let identity = TestIdentity::start().await.unwrap();
-    let (_, _, token) = identity.sign_in(&[]).await.unwrap();
+    let shopper = identity.signed_in(&[]).await.unwrap();
     let port = free_port();
     let mut child = service(port)
         .env("AUTH_GRPC_URL", &identity.auth_url)
@@ -83,22 +83,19 @@ async fn it_serves_without_its_dependencies_and_drains_on_sigterm() {
         .unwrap();
     assert!(cart.lines.is_empty());
     let err = client
-        .checkout(with_bearer(CheckoutRequest::default(), &token))
+        .checkout(shopper.request(CheckoutRequest::default()))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     // A valid request reads the cart (empty, so no dependency is needed).
     let err = client
-        .checkout(with_bearer(
-            CheckoutRequest {
-                idempotency_key: "k1".into(),
-                shipping_address_id: "0190b4a0-0000-7000-8000-000000000001".into(),
-                payment_method: Some(PaymentMethod {
-                    method: Some(Method::TestCardNumber("4242424242424242".into())),
-                }),
-            },
-            &token,
-        ))
+        .checkout(shopper.request(CheckoutRequest {
+            idempotency_key: "k1".into(),
+            shipping_address_id: "0190b4a0-0000-7000-8000-000000000001".into(),
+            payment_method: Some(PaymentMethod {
+                method: Some(Method::TestCardNumber("4242424242424242".into())),
+            }),
+        }))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");

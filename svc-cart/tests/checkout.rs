@@ -21,12 +21,12 @@ use shopmesh_proto::shop::payment::v1::PaymentMethod;
 use shopmesh_proto::shop::payment::v1::payment_method::Method;
 use shopmesh_proto::shop::user::v1::user_service_client::UserServiceClient;
 use shopmesh_proto::shop::user::v1::{Address, CreateAddressRequest, CreateProfileRequest};
-use shopmesh_testkit::TestService;
+use shopmesh_testkit::{SignedIn, TestService, as_service};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
-use order_support::{APPROVED, DECLINED, User, credentials};
+use order_support::{APPROVED, DECLINED};
 use support::{CartClient, client_of, quantities, stocked_products};
 
 struct Shop {
@@ -80,10 +80,10 @@ impl Shop {
     }
 
     /// A signed-in shopper with a profile and one address in their book.
-    async fn shopper(&self) -> (User, Address) {
+    async fn shopper(&self) -> (SignedIn, Address) {
         let shopper = self.base.shopper().await;
         let channel = self.user.channel().await.unwrap();
-        UserServiceClient::with_interceptor(channel.clone(), credentials("svc-auth"))
+        UserServiceClient::new(as_service(channel.clone(), "svc-auth"))
             .create_profile(CreateProfileRequest {
                 user_id: shopper.id.to_string(),
                 email: format!("{}@example.com", shopper.id.simple()),
@@ -110,7 +110,7 @@ impl Shop {
         (shopper, address)
     }
 
-    async fn add(&self, shopper: &User, product: &SeedProduct, quantity: i32) -> Cart {
+    async fn add(&self, shopper: &SignedIn, product: &SeedProduct, quantity: i32) -> Cart {
         self.carts()
             .await
             .add_cart_item(shopper.request(AddCartItemRequest {
@@ -125,7 +125,7 @@ impl Shop {
             .unwrap()
     }
 
-    async fn cart_of(&self, shopper: &User) -> Cart {
+    async fn cart_of(&self, shopper: &SignedIn) -> Cart {
         self.carts()
             .await
             .get_cart(shopper.request(GetCartRequest {
@@ -140,7 +140,7 @@ impl Shop {
 
     async fn checkout(
         &self,
-        shopper: &User,
+        shopper: &SignedIn,
         key: &str,
         address_id: &str,
         card: &str,
@@ -153,7 +153,7 @@ impl Shop {
     }
 
     /// How many orders svc-order's database holds for the shopper.
-    async fn orders_in_db(&self, shopper: &User) -> i64 {
+    async fn orders_in_db(&self, shopper: &SignedIn) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM orders WHERE user_id = $1")
             .bind(shopper.id)
             .fetch_one(self.base.order().db())
@@ -162,7 +162,7 @@ impl Shop {
     }
 
     /// Polls the order (as its owner) until it is `status`.
-    async fn wait_for(&self, shopper: &User, id: &str, status: OrderStatus) -> Order {
+    async fn wait_for(&self, shopper: &SignedIn, id: &str, status: OrderStatus) -> Order {
         let within = Duration::from_secs(60);
         self.base
             .wait_for(shopper, id, within, |o| o.status() == status)

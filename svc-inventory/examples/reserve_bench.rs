@@ -15,11 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use shopmesh_platform::auth::ServiceCredentials;
-use shopmesh_platform::settings::Secret;
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_proto::shop::inventory::v1::{ReservationLine, ReserveStockRequest};
-use shopmesh_testkit::{INTERNAL_TOKEN, TestService};
+use shopmesh_testkit::{TestService, as_service};
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -93,10 +91,7 @@ async fn run(
         .iter()
         .enumerate()
         .map(|(worker, channel)| {
-            let credentials =
-                ServiceCredentials::new("svc-order", &Secret::new(INTERNAL_TOKEN.to_owned()))
-                    .unwrap();
-            let mut client = InventoryServiceClient::with_interceptor(channel.clone(), credentials);
+            let mut client = InventoryServiceClient::new(as_service(channel.clone(), "svc-order"));
             let next = next.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();

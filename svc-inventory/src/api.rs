@@ -1,5 +1,5 @@
-//! The InventoryService gRPC API: proto ↔ stock, reservations and the watch hub,
-//! and the one place inventory errors become gRPC statuses.
+//! The InventoryService gRPC API: proto ↔ stock, reservations and the watch hub
+//! (errors become statuses in `error.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -11,17 +11,17 @@ use shopmesh_platform::paging;
 use shopmesh_proto::shop::inventory::v1 as pb;
 use shopmesh_proto::shop::inventory::v1::inventory_service_server::InventoryService;
 use tonic::codegen::BoxStream;
-use tonic::{Code, Request, Response, Status};
-use tonic_types::StatusExt;
+use tonic::{Request, Response, Status};
 
+use crate::error::InventoryError;
 use crate::reservations::{Reservations, Reserved};
 use crate::stock::{
-    ChangeKind, DEFAULT_PAGE_SIZE, InventoryError, MAX_IDEMPOTENCY_KEY_LEN, MAX_PAGE_SIZE,
-    MAX_SKUS, MAX_UNITS, Reservation, ReservationStatus, ReserveCommand, StockLevel,
-    check_order_id, check_reason, check_sku,
+    ChangeKind, DEFAULT_PAGE_SIZE, MAX_IDEMPOTENCY_KEY_LEN, MAX_PAGE_SIZE, MAX_SKUS, MAX_UNITS,
+    Reservation, ReservationStatus, ReserveCommand, StockLevel, check_order_id, check_reason,
+    check_sku,
 };
 use crate::store::{ChangeRecord, Store};
-use crate::watch::{Snapshot, StockWatch, WatchEnd};
+use crate::watch::{Snapshot, StockWatch};
 
 pub struct InventoryApi {
     store: Store,
@@ -112,65 +112,6 @@ impl From<ChangeRecord> for pb::StockChange {
             actor: record.actor,
             order_id: record.order_id.map(|id| id.to_string()).unwrap_or_default(),
             create_time: Some(timestamp(record.created_at)),
-        }
-    }
-}
-
-impl From<InventoryError> for Status {
-    fn from(err: InventoryError) -> Self {
-        let message = err.to_string();
-        match err {
-            InventoryError::UnknownSkus(_) => {
-                errors::domain_error(Code::NotFound, ErrorReason::SkuNotFound, message)
-            }
-            InventoryError::InsufficientStock(shortfalls) => {
-                let mut details = errors::error_info(ErrorReason::InsufficientStock);
-                for short in shortfalls {
-                    details.add_precondition_failure_violation(
-                        "INSUFFICIENT_STOCK",
-                        short.sku,
-                        format!(
-                            "asked for {}, {} available",
-                            short.requested, short.available
-                        ),
-                    );
-                }
-                Status::with_error_details(Code::FailedPrecondition, message, details)
-            }
-            InventoryError::ReservationNotFound(order_id) => {
-                errors::not_found(ErrorReason::ReservationNotFound, &order_id.to_string())
-            }
-            InventoryError::ReservationClosed { status, .. } => {
-                let reason = match status {
-                    ReservationStatus::Committed => ErrorReason::ReservationCommitted,
-                    ReservationStatus::Released => ErrorReason::ReservationReleased,
-                    ReservationStatus::Expired => ErrorReason::ReservationExpired,
-                    ReservationStatus::Reserved => ErrorReason::ReservationReserved,
-                };
-                errors::domain_error(Code::FailedPrecondition, reason, message)
-            }
-            InventoryError::ReservationConflict(_) => errors::domain_error(
-                Code::AlreadyExists,
-                ErrorReason::ReservationConflict,
-                message,
-            ),
-            InventoryError::BelowReserved { .. } => errors::domain_error(
-                Code::FailedPrecondition,
-                ErrorReason::BelowReserved,
-                message,
-            ),
-            InventoryError::LostUpdate(_) | InventoryError::Database(_) => errors::internal(err),
-        }
-    }
-}
-
-impl From<WatchEnd> for Status {
-    fn from(end: WatchEnd) -> Self {
-        match end {
-            WatchEnd::ShuttingDown => {
-                Status::unavailable("the server is shutting down: watch again to reconnect")
-            }
-            WatchEnd::Snapshot(_) => errors::internal(end),
         }
     }
 }

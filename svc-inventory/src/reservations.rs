@@ -2,21 +2,20 @@
 //! committed, released or expired. Each operation is one transaction that locks
 //! the reservation row first and the stock rows second (in SKU order), so
 //! concurrent calls for one order serialise and no two transactions deadlock.
+//! The rows are read and written through `store::reservations` and
+//! `store::ledger`, inside the transaction begun here.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
-use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::ledger::{self, Cause, Delta};
+use crate::error::{InventoryError, Shortfall};
 use crate::stock::{
-    ChangeKind, InventoryError, Line, Reservation, ReservationStatus, ReserveCommand, Shortfall,
-    same_lines,
+    ChangeKind, Reservation, ReservationStatus, ReserveCommand, SERVICE_ACTOR, same_lines,
 };
-
-/// The actor of changes the service makes on its own (expiry).
-pub const SERVICE_ACTOR: &str = "svc-inventory";
+use crate::store::ledger::{self, Cause, Delta};
+use crate::store::reservations as rows;
 
 /// How a ReserveStock call ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,20 +83,13 @@ impl Reservations {
     #[tracing::instrument(skip(self))]
     pub async fn expire_overdue(&self, batch: i64) -> Result<usize, InventoryError> {
         let mut tx = self.db.begin().await?;
-        let rows: Vec<ReservationRow> = sqlx::query_as(
-            "SELECT order_id, status, expires_at, created_at, updated_at, true AS overdue \
-             FROM reservations WHERE status = 'reserved' AND expires_at <= now() \
-             ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(batch)
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
+        let overdue = rows::lock_overdue(&mut tx, batch).await?;
+        if overdue.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.order_id).collect();
-        let mut lines = lines_of(&mut tx, &ids).await?;
-        let reservations = rows
+        let ids: Vec<Uuid> = overdue.iter().map(|r| r.order_id).collect();
+        let mut lines = rows::lines_of(&mut tx, &ids).await?;
+        let reservations = overdue
             .into_iter()
             .map(|row| {
                 let lines = lines.remove(&row.order_id).unwrap_or_default();
@@ -137,17 +129,7 @@ async fn reserve(
     // Claiming the order id first makes a concurrent ReserveStock for the same
     // order wait here until this one commits or rolls back.
     let ttl_micros = i64::try_from(command.ttl.as_micros()).unwrap_or(i64::MAX);
-    let claimed: Option<ReservationRow> = sqlx::query_as(
-        "INSERT INTO reservations (order_id, status, expires_at, actor) \
-         VALUES ($1, 'reserved', now() + $2 * interval '1 microsecond', $3) \
-         ON CONFLICT (order_id) DO NOTHING \
-         RETURNING order_id, status, expires_at, created_at, updated_at, false AS overdue",
-    )
-    .bind(command.order_id)
-    .bind(ttl_micros)
-    .bind(actor)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let claimed = rows::claim(conn, command.order_id, ttl_micros, actor).await?;
     let Some(claimed) = claimed else {
         let existing = locked_reservation(conn, command.order_id)
             .await?
@@ -207,16 +189,7 @@ async fn reserve(
         actor,
     };
     ledger::apply(conn, &locked, &deltas, cause).await?;
-    sqlx::query(
-        "INSERT INTO reservation_lines (order_id, sku, quantity, position) \
-         SELECT $1, sku, quantity, position \
-         FROM UNNEST($2::text[], $3::int4[]) WITH ORDINALITY AS l(sku, quantity, position)",
-    )
-    .bind(command.order_id)
-    .bind(&skus)
-    .bind(command.lines.iter().map(|l| l.quantity).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
+    rows::insert_lines(conn, command.order_id, &command.lines).await?;
     Ok(Reserved::New(
         claimed.into_reservation(command.lines.clone())?,
     ))
@@ -229,16 +202,7 @@ async fn release(
     actor: &str,
 ) -> Result<Reservation, InventoryError> {
     // An order that never reserved gets a released reservation without lines.
-    let marker: Option<ReservationRow> = sqlx::query_as(
-        "INSERT INTO reservations (order_id, status, expires_at, actor) \
-         VALUES ($1, 'released', now(), $2) \
-         ON CONFLICT (order_id) DO NOTHING \
-         RETURNING order_id, status, expires_at, created_at, updated_at, false AS overdue",
-    )
-    .bind(order_id)
-    .bind(actor)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let marker = rows::claim_released(conn, order_id, actor).await?;
     if let Some(marker) = marker {
         return marker.into_reservation(Vec::new());
     }
@@ -306,16 +270,10 @@ async fn locked_reservation(
     conn: &mut PgConnection,
     order_id: Uuid,
 ) -> Result<Option<Locked>, InventoryError> {
-    let row: Option<ReservationRow> = sqlx::query_as(
-        "SELECT order_id, status, expires_at, created_at, updated_at, \
-                (status = 'reserved' AND expires_at <= now()) AS overdue \
-         FROM reservations WHERE order_id = $1 FOR UPDATE",
-    )
-    .bind(order_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let lines = lines_of(conn, &[order_id])
+    let Some(row) = rows::lock(conn, order_id).await? else {
+        return Ok(None);
+    };
+    let lines = rows::lines_of(conn, &[order_id])
         .await?
         .remove(&order_id)
         .unwrap_or_default();
@@ -382,14 +340,7 @@ async fn close(
         ledger::apply(conn, &locked, &deltas, cause).await?;
     }
     let ids: Vec<Uuid> = reservations.iter().map(|r| r.order_id).collect();
-    let updated: Vec<DateTime<Utc>> = sqlx::query_scalar(
-        "UPDATE reservations SET status = $2, updated_at = now() \
-         WHERE order_id = ANY($1) AND status = 'reserved' RETURNING updated_at",
-    )
-    .bind(&ids)
-    .bind(to.as_str())
-    .fetch_all(&mut *conn)
-    .await?;
+    let updated = rows::set_status(conn, &ids, to).await?;
     // The rows are locked by this transaction: every one of them is still live.
     let (Some(updated_at), true) = (updated.first(), updated.len() == ids.len()) else {
         return Err(InventoryError::LostUpdate("reservation".to_owned()));
@@ -405,54 +356,4 @@ fn only(mut reservations: Vec<Reservation>) -> Result<Reservation, InventoryErro
     reservations
         .pop()
         .ok_or_else(|| InventoryError::LostUpdate("reservation".to_owned()))
-}
-
-/// The lines of `orders`, each in the order it was asked for.
-async fn lines_of(
-    conn: &mut PgConnection,
-    orders: &[Uuid],
-) -> sqlx::Result<HashMap<Uuid, Vec<Line>>> {
-    let rows: Vec<(Uuid, String, i32)> = sqlx::query_as(
-        "SELECT order_id, sku, quantity FROM reservation_lines \
-         WHERE order_id = ANY($1) ORDER BY order_id, position",
-    )
-    .bind(orders)
-    .fetch_all(conn)
-    .await?;
-    let mut lines: HashMap<Uuid, Vec<Line>> = HashMap::new();
-    for (order_id, sku, quantity) in rows {
-        lines
-            .entry(order_id)
-            .or_default()
-            .push(Line { sku, quantity });
-    }
-    Ok(lines)
-}
-
-#[derive(sqlx::FromRow)]
-struct ReservationRow {
-    order_id: Uuid,
-    status: String,
-    expires_at: DateTime<Utc>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    overdue: bool,
-}
-
-impl ReservationRow {
-    fn into_reservation(self, lines: Vec<Line>) -> Result<Reservation, InventoryError> {
-        let status = ReservationStatus::parse(&self.status).ok_or_else(|| {
-            InventoryError::Database(sqlx::Error::Decode(
-                format!("unknown reservation status {:?}", self.status).into(),
-            ))
-        })?;
-        Ok(Reservation {
-            order_id: self.order_id,
-            status,
-            lines,
-            expires_at: self.expires_at,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        })
-    }
 }

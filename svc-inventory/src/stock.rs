@@ -1,6 +1,6 @@
 //! Inventory rules independent of storage: what a valid SKU, stock change and
-//! reservation request are, the states a reservation goes through, and the
-//! errors the rules raise.
+//! reservation request are, and the states a reservation goes through (the
+//! errors the rules raise are in `error.rs`).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -30,6 +30,9 @@ pub const MAX_REASON_LEN: usize = 500;
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 pub const MAX_PAGE_SIZE: u32 = 100;
+
+/// The actor of changes the service makes on its own (expiry, the demo seed).
+pub const SERVICE_ACTOR: &str = "svc-inventory";
 
 /// The levels of one SKU as stored. `version` grows with every change.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -254,44 +257,6 @@ fn ttl_of(ttl: &prost_types::Duration) -> Option<Duration> {
         return None;
     }
     Some(Duration::new(ttl.seconds as u64, ttl.nanos as u32))
-}
-
-/// A line that cannot be reserved: less available than asked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Shortfall {
-    pub sku: String,
-    pub requested: i64,
-    pub available: i64,
-}
-
-/// What the inventory rules refuse, and database failures.
-#[derive(Debug, thiserror::Error)]
-pub enum InventoryError {
-    #[error("unknown SKU {}", .0.join(", "))]
-    UnknownSkus(Vec<String>),
-    #[error("not enough stock of {}", .0.iter().map(|s| s.sku.as_str()).collect::<Vec<_>>().join(", "))]
-    InsufficientStock(Vec<Shortfall>),
-    #[error("order {0} has no reservation")]
-    ReservationNotFound(Uuid),
-    #[error("the reservation of order {order_id} is {}", .status.as_str())]
-    ReservationClosed {
-        order_id: Uuid,
-        status: ReservationStatus,
-    },
-    #[error("order {0} already has a reservation with other lines")]
-    ReservationConflict(Uuid),
-    #[error("on hand of {sku} would be {on_hand}, below the {reserved} units reserved")]
-    BelowReserved {
-        sku: String,
-        on_hand: i64,
-        reserved: i64,
-    },
-    /// A guarded update found a row in a state the checks before it ruled out:
-    /// a bug, never a caller's fault.
-    #[error("stock of {0} changed under a lock")]
-    LostUpdate(String),
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
 }
 
 #[cfg(test)]

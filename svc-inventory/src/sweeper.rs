@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::error::InventoryError;
 use crate::reservations::Reservations;
-use crate::stock::InventoryError;
 
 /// Reservations expired per transaction.
 pub const BATCH: i64 = 500;

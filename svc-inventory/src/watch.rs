@@ -21,21 +21,13 @@ use shopmesh_platform::db::{Change, ChangeFeed, Subscription};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::WatchEnd;
 use crate::stock::StockLevel;
 
 /// The notification channel the `stock_announce` trigger sends on.
 pub const CHANNEL: &str = "inventory_stock";
 /// Changes a stream may fall behind by before it resynchronises.
 const CAPACITY: usize = 1024;
-
-/// How a watch ends other than by the client leaving.
-#[derive(Debug, thiserror::Error)]
-pub enum WatchEnd {
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    #[error("cannot read the current levels")]
-    Snapshot(#[source] sqlx::Error),
-}
 
 /// Reads the current levels of some SKUs (the store, or a stand-in in tests).
 pub type Snapshot =

@@ -14,7 +14,8 @@ use shopmesh_proto::shop::inventory::v1::{
     AdjustStockRequest, BatchGetStockRequest, GetStockRequest, ListStockChangesRequest,
     SetStockRequest, StockChange, StockChangeKind,
 };
-use support::{Harness, User, levels, reason, violated_fields};
+use shopmesh_testkit::SignedIn;
+use support::{Harness, levels, reason, violated_fields};
 use tonic::Code;
 use uuid::Uuid;
 
@@ -341,7 +342,7 @@ async fn get_and_batch_get_answer_anyone() {
     harness.stop().await;
 }
 
-fn as_user<T>(user: Option<&User>, message: T) -> tonic::Request<T> {
+fn as_user<T>(user: Option<&SignedIn>, message: T) -> tonic::Request<T> {
     match user {
         Some(user) => user.request(message),
         None => tonic::Request::new(message),
@@ -349,7 +350,7 @@ fn as_user<T>(user: Option<&User>, message: T) -> tonic::Request<T> {
 }
 
 /// The codes SetStock, AdjustStock and ListStockChanges answer `user` with.
-async fn admin_method_codes(harness: &Harness, user: Option<&User>) -> [Code; 3] {
+async fn admin_method_codes(harness: &Harness, user: Option<&SignedIn>) -> [Code; 3] {
     let mut client = harness.client();
     let set = SetStockRequest {
         sku: "ADMIN-1".into(),

@@ -13,9 +13,9 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::model::{Channel, EventType, Preference};
-use crate::store::{self, Store, StoreError};
-use crate::watch::{NotificationWatch, WatchEnd};
+use crate::model::{Channel, EventType, Preference, timestamp};
+use crate::store::Store;
+use crate::watch::NotificationWatch;
 
 const DEFAULT_PAGE_SIZE: u32 = 20;
 const MAX_PAGE_SIZE: u32 = 100;
@@ -42,26 +42,8 @@ impl NotificationApi {
                     sms: p.sms,
                 })
                 .collect(),
-            update_time: updated.map(store::timestamp),
+            update_time: updated.map(timestamp),
         })
-    }
-}
-
-/// The one place store errors become statuses.
-impl From<StoreError> for Status {
-    fn from(err: StoreError) -> Self {
-        errors::internal(err)
-    }
-}
-
-impl From<WatchEnd> for Status {
-    fn from(end: WatchEnd) -> Self {
-        match end {
-            WatchEnd::ShuttingDown => {
-                Status::unavailable("the server is shutting down: watch again to reconnect")
-            }
-            WatchEnd::Store(err) => err.into(),
-        }
     }
 }
 

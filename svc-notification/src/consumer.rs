@@ -13,8 +13,8 @@ use shopmesh_proto::topics;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::model::Channel;
-use crate::store::{self, NewNotification};
+use crate::model::{Channel, NewNotification};
+use crate::store;
 use crate::templates::{self, Rendered};
 
 /// The topics consumed, in the consumer group named after the service.

@@ -10,6 +10,8 @@
 
 mod api;
 pub mod consumer;
+mod error;
+mod events;
 pub mod model;
 pub mod providers;
 mod recipients;
@@ -23,8 +25,8 @@ use shopmesh_platform::auth::ServiceCredentials;
 use shopmesh_platform::{Context, GrpcServer, ServiceSpec};
 use shopmesh_proto::shop::notification::v1::notification_service_server::NotificationServiceServer;
 
+pub use events::TOPIC;
 pub use settings::NotificationSettings;
-pub use store::TOPIC;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 

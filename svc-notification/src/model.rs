@@ -1,7 +1,10 @@
 //! What a notification is in the shop's words: its kind, channel and status,
-//! with their database spellings and their proto enums.
+//! with their database spellings and their proto enums; the notification
+//! itself and a shopper's channel choices.
 
+use chrono::{DateTime, Utc};
 use shopmesh_proto::shop::notification::v1 as pb;
+use uuid::Uuid;
 
 /// What a notification is about (one per triggering event type).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -92,6 +95,97 @@ impl Channel {
             Self::Email => pb::NotificationChannel::Email,
             Self::Sms => pb::NotificationChannel::Sms,
         }
+    }
+}
+
+/// Where a notification stands: PENDING until the sender settles it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Sent,
+    Failed,
+    Skipped,
+}
+
+impl Status {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Sent, Self::Failed, Self::Skipped]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+}
+
+/// A notification the handler decided on.
+#[derive(Clone, Debug)]
+pub struct NewNotification {
+    pub user_id: Uuid,
+    pub channel: Channel,
+    pub event_type: EventType,
+    pub source_event_id: Uuid,
+    pub subject: String,
+    pub body: String,
+    /// `None`: PENDING; `Some(reason)`: SKIPPED.
+    pub skipped: Option<String>,
+}
+
+/// A stored notification.
+#[derive(Clone, Debug)]
+pub struct Notification {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub channel: Channel,
+    pub event_type: EventType,
+    pub source_event_id: Uuid,
+    pub subject: String,
+    pub body: String,
+    pub status: Status,
+    pub status_reason: String,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub settled_seq: Option<i64>,
+}
+
+impl Notification {
+    pub fn to_proto(&self) -> pb::Notification {
+        let status = match self.status {
+            // Not final yet: the proto has no PENDING, so UNSPECIFIED says "not yet".
+            Status::Pending => pb::NotificationStatus::Unspecified,
+            Status::Sent => pb::NotificationStatus::Sent,
+            Status::Failed => pb::NotificationStatus::Failed,
+            Status::Skipped => pb::NotificationStatus::Skipped,
+        };
+        pb::Notification {
+            id: self.id.to_string(),
+            user_id: self.user_id.to_string(),
+            channel: self.channel.to_proto() as i32,
+            event_type: self.event_type.to_proto() as i32,
+            subject: self.subject.clone(),
+            body: self.body.clone(),
+            status: status as i32,
+            status_reason: self.status_reason.clone(),
+            source_event_id: self.source_event_id.to_string(),
+            create_time: Some(timestamp(self.created_at)),
+            sent_time: self.sent_at.map(timestamp),
+        }
+    }
+}
+
+/// `at` as the API and the events spell it.
+pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 

@@ -20,10 +20,11 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::Channel;
+use crate::error::StoreError;
+use crate::model::{Channel, Notification};
 use crate::providers::{Email, Mailer, SendError, Sms, SmsProvider};
 use crate::recipients::{LookupError, Recipients};
-use crate::store::{Notification, PENDING_CHANNEL, Store};
+use crate::store::{PENDING_CHANNEL, Store};
 
 /// How long a claimed notification is left alone while one attempt runs
 /// (longer than the SMTP/HTTP timeouts plus the svc-user call).
@@ -84,7 +85,7 @@ impl Sender {
     }
 
     /// One batch: how many notifications were claimed.
-    pub async fn send_due(&self) -> Result<usize, crate::store::StoreError> {
+    pub async fn send_due(&self) -> Result<usize, StoreError> {
         let due = self.store.claim_due(BATCH, LEASE).await?;
         let claimed = due.len();
         let sends = due.into_iter().map(|n| async move {
@@ -96,7 +97,7 @@ impl Sender {
         Ok(claimed)
     }
 
-    async fn deliver(&self, n: &Notification) -> Result<(), crate::store::StoreError> {
+    async fn deliver(&self, n: &Notification) -> Result<(), StoreError> {
         let channel = n.channel.as_str();
         let contact = match self.recipients.contact(n.user_id).await {
             Ok(contact) => contact,

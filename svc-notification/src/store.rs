@@ -1,100 +1,27 @@
-//! Notification rows and preferences in PostgreSQL.
+//! Notification rows and preferences in PostgreSQL: every SQL statement of
+//! the service.
 //!
 //! A notification is inserted PENDING (or SKIPPED) by the event handler, in
 //! the consumer's transaction, unique per (source event, channel). The sender
 //! claims due PENDING rows with `FOR UPDATE SKIP LOCKED`, leasing them by
 //! pushing `next_attempt_at` ahead, and settles each one in a transaction that
-//! also writes `NotificationSent` to the outbox and `pg_notify`s
+//! also writes `NotificationSent` to the outbox (`events.rs`) and `pg_notify`s
 //! [`SETTLED_CHANNEL`] with the user id for WatchMyNotifications.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use shopmesh_proto::shop::events::v1 as events;
-use shopmesh_proto::shop::notification::v1 as pb;
 use sqlx::{PgConnection, PgPool, Row, postgres::PgRow};
 use uuid::Uuid;
 
-use crate::model::{Channel, EventType, Preference};
+use crate::error::StoreError;
+use crate::events;
+use crate::model::{Channel, EventType, NewNotification, Notification, Preference, Status};
 
 /// Notified (payload: user id) when a notification becomes final.
 pub const SETTLED_CHANNEL: &str = "notification_settled";
 /// Notified when PENDING notifications are inserted: wakes the sender.
 pub const PENDING_CHANNEL: &str = "notification_pending";
-/// The topic NotificationSent goes to.
-pub const TOPIC: &str = shopmesh_proto::topics::NOTIFICATION_EVENTS;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("outbox: {0}")]
-    Outbox(#[from] shopmesh_events::OutboxError),
-    #[error("stored value {0:?} is not known")]
-    Corrupt(String),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    Pending,
-    Sent,
-    Failed,
-    Skipped,
-}
-
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Sent => "sent",
-            Self::Failed => "failed",
-            Self::Skipped => "skipped",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Sent, Self::Failed, Self::Skipped]
-            .into_iter()
-            .find(|st| st.as_str() == s)
-    }
-}
-
-/// A notification the handler decided on.
-#[derive(Clone, Debug)]
-pub struct NewNotification {
-    pub user_id: Uuid,
-    pub channel: Channel,
-    pub event_type: EventType,
-    pub source_event_id: Uuid,
-    pub subject: String,
-    pub body: String,
-    /// `None`: PENDING; `Some(reason)`: SKIPPED.
-    pub skipped: Option<String>,
-}
-
-#[derive(Clone, Debug)]
-pub struct Notification {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub channel: Channel,
-    pub event_type: EventType,
-    pub source_event_id: Uuid,
-    pub subject: String,
-    pub body: String,
-    pub status: Status,
-    pub status_reason: String,
-    pub attempts: i32,
-    pub created_at: DateTime<Utc>,
-    pub sent_at: Option<DateTime<Utc>>,
-    pub settled_seq: Option<i64>,
-}
-
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
 
 impl Notification {
     fn from_row(row: &PgRow) -> Result<Self, StoreError> {
@@ -116,29 +43,6 @@ impl Notification {
             sent_at: row.try_get("sent_at")?,
             settled_seq: row.try_get("settled_seq")?,
         })
-    }
-
-    pub fn to_proto(&self) -> pb::Notification {
-        let status = match self.status {
-            // Not final yet: the proto has no PENDING, so UNSPECIFIED says "not yet".
-            Status::Pending => pb::NotificationStatus::Unspecified,
-            Status::Sent => pb::NotificationStatus::Sent,
-            Status::Failed => pb::NotificationStatus::Failed,
-            Status::Skipped => pb::NotificationStatus::Skipped,
-        };
-        pb::Notification {
-            id: self.id.to_string(),
-            user_id: self.user_id.to_string(),
-            channel: self.channel.to_proto() as i32,
-            event_type: self.event_type.to_proto() as i32,
-            subject: self.subject.clone(),
-            body: self.body.clone(),
-            status: status as i32,
-            status_reason: self.status_reason.clone(),
-            source_event_id: self.source_event_id.to_string(),
-            create_time: Some(timestamp(self.created_at)),
-            sent_time: self.sent_at.map(timestamp),
-        }
     }
 }
 
@@ -428,26 +332,7 @@ impl Store {
             // Settled meanwhile by another sender whose lease ran out.
             return Ok(false);
         };
-        let channel = match notification.channel {
-            Channel::Email => events::NotificationChannel::Email,
-            Channel::Sms => events::NotificationChannel::Sms,
-        };
-        let event = events::NotificationSent {
-            notification_id: notification.id.to_string(),
-            user_id: notification.user_id.to_string(),
-            channel: channel as i32,
-            notification_type: notification.event_type.as_str().to_owned(),
-            source_event_id: notification.source_event_id.to_string(),
-            sent_time: Some(timestamp(sent_at)),
-        };
-        shopmesh_events::publish(
-            &mut tx,
-            TOPIC,
-            "notification",
-            notification.id.to_string(),
-            &event,
-        )
-        .await?;
+        events::publish_sent(&mut tx, notification, sent_at).await?;
         notify(&mut tx, SETTLED_CHANNEL, &notification.user_id.to_string()).await?;
         tx.commit().await?;
         Ok(true)

@@ -13,19 +13,12 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::store::{Notification, SETTLED_CHANNEL, Store, StoreError};
+use crate::error::WatchEnd;
+use crate::model::Notification;
+use crate::store::{SETTLED_CHANNEL, Store};
 
 const CAPACITY: usize = 1024;
 const PAGE: i64 = 100;
-
-/// How a watch ends other than by the client leaving.
-#[derive(Debug, thiserror::Error)]
-pub enum WatchEnd {
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 #[derive(Clone)]
 pub struct NotificationWatch {

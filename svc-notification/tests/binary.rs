@@ -11,7 +11,7 @@ use shopmesh_proto::shop::notification::v1::WatchMyNotificationsRequest;
 use shopmesh_proto::shop::notification::v1::notification_service_client::NotificationServiceClient;
 use shopmesh_testkit::{
     TestIdentity, assert_bad_setting_refused, free_port, fresh_database_url, service_command,
-    sigterm, wait_until_serving, with_bearer,
+    sigterm, wait_until_serving,
 };
 use tonic::Code;
 
@@ -63,7 +63,7 @@ async fn a_bad_notification_setting_stops_the_binary_naming_the_variable() {
 #[tokio::test]
 async fn sigterm_ends_open_watches_and_exits_zero() {
     let identity = TestIdentity::start().await.unwrap();
-    let (_, _, token) = identity.sign_in(&[]).await.unwrap();
+    let shopper = identity.signed_in(&[]).await.unwrap();
     let port = free_port();
     let mut child = service(port, &fresh_database_url())
         .env("AUTH_GRPC_URL", &identity.auth_url)
@@ -75,7 +75,7 @@ async fn sigterm_ends_open_watches_and_exits_zero() {
         .await
         .expect("svc-notification became SERVING");
     let mut stream = NotificationServiceClient::new(channel)
-        .watch_my_notifications(with_bearer(WatchMyNotificationsRequest::default(), &token))
+        .watch_my_notifications(shopper.request(WatchMyNotificationsRequest::default()))
         .await
         .unwrap()
         .into_inner();

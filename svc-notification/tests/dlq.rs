@@ -17,8 +17,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use shopmesh_events::{EventEnvelope, header};
 use shopmesh_proto::shop::notification::v1 as pb;
-use shopmesh_testkit::{Record, TestBroker, free_port, read_topic, service_command};
-use support::{Fixture, ORDER_TOPIC, Shopper, eventually, order_confirmed, produce_on};
+use shopmesh_testkit::{Record, SignedIn, TestBroker, free_port, read_topic, service_command};
+use support::{Fixture, ORDER_TOPIC, eventually, order_confirmed, produce_on};
 use uuid::Uuid;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_svc-notification");
@@ -92,14 +92,14 @@ async fn inbox_rows(shop: &Fixture, event_id: &str) -> i64 {
 }
 
 /// The email once sent to `shopper`, after which nothing more comes for a while.
-async fn one_email(shop: &Fixture, shopper: &Shopper) -> support::smtp::Captured {
+async fn one_email(shop: &Fixture, shopper: &SignedIn) -> support::smtp::Captured {
     let email = eventually("the email", || async {
-        shop.smtp.messages_to(&shopper.email).into_iter().next()
+        shop.emails_to(shopper).into_iter().next()
     })
     .await;
     // The sender polls every second: a second email would be here by now.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(shop.smtp.messages_to(&shopper.email).len(), 1);
+    assert_eq!(shop.emails_to(shopper).len(), 1);
     email
 }
 
@@ -249,7 +249,7 @@ async fn an_event_failing_until_fixed_is_dead_lettered_then_replayed_into_one_em
     let other = shop.shopper().await;
     produce_on(&shop.brokers, ORDER_TOPIC, &order_confirmed(other.id)).await;
     one_email(&shop, &other).await;
-    assert!(shop.smtp.messages_to(&shopper.email).is_empty());
+    assert!(shop.emails_to(&shopper).is_empty());
 
     // The fix, then the replay.
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -293,7 +293,7 @@ async fn an_event_failing_until_fixed_is_dead_lettered_then_replayed_into_one_em
     after.aggregate_id.clone_from(&event.aggregate_id);
     produce_on(&shop.brokers, ORDER_TOPIC, &after).await;
     one_email(&shop, &marker).await;
-    assert_eq!(shop.smtp.messages_to(&shopper.email).len(), 1);
+    assert_eq!(shop.emails_to(&shopper).len(), 1);
     assert_eq!(inbox_rows(&shop, &event.event_id).await, 1);
     assert_eq!(notifications_of(&shop, &event.event_id).await.len(), 2);
 }

@@ -12,8 +12,8 @@ use shopmesh_events::{EnvelopeExt, Event};
 use shopmesh_platform::errors::violated_fields;
 use shopmesh_proto::shop::events::v1::{NotificationSent, OrderCancelled, OrderFailed};
 use shopmesh_proto::shop::notification::v1 as pb;
-use shopmesh_testkit::wait_for_events;
-use support::{Fixture, ORDER_TOPIC, eur, eventually, order_confirmed, produce};
+use shopmesh_testkit::{SignedIn, wait_for_events};
+use support::{Fixture, ORDER_TOPIC, email_of, eur, eventually, order_confirmed, produce};
 use tonic::Code;
 use uuid::Uuid;
 
@@ -26,7 +26,7 @@ fn channel_of(n: &pb::Notification) -> pb::NotificationChannel {
 }
 
 /// The shopper's history once one of their notifications is SENT.
-async fn history_once_sent(shop: &Fixture, shopper: &support::Shopper) -> Vec<pb::Notification> {
+async fn history_once_sent(shop: &Fixture, shopper: &SignedIn) -> Vec<pb::Notification> {
     eventually("a notification marked sent", || async {
         let history = shop.history(shopper).await;
         history
@@ -48,7 +48,7 @@ async fn an_order_confirmed_twice_sends_one_email_records_it_and_announces_it() 
     produce(ORDER_TOPIC, &event).await;
 
     let email = eventually("the email", || async {
-        shop.smtp.messages_to(&shopper.email).into_iter().next()
+        shop.emails_to(&shopper).into_iter().next()
     })
     .await;
     assert_eq!(email.mail_from, "orders@shopmesh.test");
@@ -97,7 +97,7 @@ async fn an_order_confirmed_twice_sends_one_email_records_it_and_announces_it() 
 
     // The redelivery, and any later sender pass, sent nothing more.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(shop.smtp.messages_to(&shopper.email).len(), 1);
+    assert_eq!(shop.emails_to(&shopper).len(), 1);
     assert!(shop.sms.sent().is_empty());
 }
 
@@ -151,7 +151,7 @@ async fn sms_on_and_email_off_sends_only_an_sms_with_an_idempotency_key() {
     assert_eq!(status_of(email), pb::NotificationStatus::Skipped);
     assert_eq!(email.status_reason, "email disabled for order_failed");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(shop.smtp.messages_to(&shopper.email).is_empty());
+    assert!(shop.emails_to(&shopper).is_empty());
     assert_eq!(shop.sms.sent().len(), 1);
 }
 
@@ -183,10 +183,10 @@ async fn sms_without_a_phone_is_skipped() {
 async fn an_smtp_server_refusing_for_a_while_gets_the_email_once_it_accepts() {
     let shop = Fixture::start().await;
     let shopper = shop.shopper().await;
-    shop.smtp.refuse_next(&shopper.email, 2);
+    shop.smtp.refuse_next(&email_of(&shopper), 2);
     produce(ORDER_TOPIC, &order_confirmed(shopper.id)).await;
     let email = eventually("the email after two refusals", || async {
-        shop.smtp.messages_to(&shopper.email).into_iter().next()
+        shop.emails_to(&shopper).into_iter().next()
     })
     .await;
     assert_eq!(shop.smtp.refused(), 2);
@@ -203,14 +203,14 @@ async fn an_smtp_server_refusing_for_a_while_gets_the_email_once_it_accepts() {
     .await;
     assert_eq!(attempts, 3);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(shop.smtp.messages_to(&shopper.email).len(), 1);
+    assert_eq!(shop.emails_to(&shopper).len(), 1);
 }
 
 #[tokio::test]
 async fn a_permanent_smtp_refusal_fails_after_the_last_attempt() {
     let shop = Fixture::start_with(true, &[("NOTIFICATION_MAX_ATTEMPTS", "2")]).await;
     let shopper = shop.shopper().await;
-    shop.smtp.refuse_next(&shopper.email, 5);
+    shop.smtp.refuse_next(&email_of(&shopper), 5);
     produce(ORDER_TOPIC, &order_confirmed(shopper.id)).await;
     let failed = eventually("the email failed", || async {
         shop.history(&shopper).await.into_iter().find(|n| {
@@ -226,7 +226,7 @@ async fn a_permanent_smtp_refusal_fails_after_the_last_attempt() {
     );
     assert!(failed.sent_time.is_none());
     assert_eq!(shop.smtp.refused(), 2);
-    assert!(shop.smtp.messages_to(&shopper.email).is_empty());
+    assert!(shop.emails_to(&shopper).is_empty());
 }
 
 #[tokio::test]
@@ -246,7 +246,7 @@ async fn with_svc_user_down_the_notification_waits_and_is_sent_once_it_is_back()
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(shop.smtp.messages_to(&shopper.email).is_empty());
+    assert!(shop.emails_to(&shopper).is_empty());
     let status: String = sqlx::query_scalar(
         "SELECT status FROM notifications WHERE user_id = $1 AND channel = 'email'",
     )
@@ -259,11 +259,11 @@ async fn with_svc_user_down_the_notification_waits_and_is_sent_once_it_is_back()
     shop.start_user().await;
     shop.create_profile(&shopper).await;
     eventually("the email once svc-user is back", || async {
-        shop.smtp.messages_to(&shopper.email).into_iter().next()
+        shop.emails_to(&shopper).into_iter().next()
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(shop.smtp.messages_to(&shopper.email).len(), 1);
+    assert_eq!(shop.emails_to(&shopper).len(), 1);
 }
 
 #[tokio::test]

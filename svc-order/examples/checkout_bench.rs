@@ -28,15 +28,14 @@ use shopmesh_events::{
     CancellationToken, EnvelopeExt, EventConsumer, EventEnvelope, EventHandler, EventsSettings,
     HandlerError,
 };
-use shopmesh_platform::auth::ServiceCredentials;
-use shopmesh_platform::settings::{Env, Secret};
+use shopmesh_platform::settings::Env;
 use shopmesh_proto::shop::events::v1::OrderConfirmed;
 use shopmesh_proto::shop::order::v1::order_service_client::OrderServiceClient;
 use shopmesh_proto::shop::order::v1::{
     CreateOrderLine, CreateOrderRequest, OrderStatus, ShippingAddress,
 };
 use shopmesh_proto::shop::payment::v1::{PaymentMethod, payment_method};
-use shopmesh_testkit::{INTERNAL_TOKEN, Latencies, TestIdentity, TestService, kafka_brokers};
+use shopmesh_testkit::{Latencies, TestIdentity, TestService, as_service, kafka_brokers};
 use sqlx::PgConnection;
 
 fn setting(name: &str, default: usize) -> usize {
@@ -215,9 +214,7 @@ async fn run(
     let started = Instant::now();
     let mut workers = Vec::with_capacity(clients);
     for worker in 0..clients {
-        let credentials =
-            ServiceCredentials::new("svc-cart", &Secret::new(INTERNAL_TOKEN.to_owned()))?;
-        let mut client = OrderServiceClient::with_interceptor(order.channel().await?, credentials);
+        let mut client = OrderServiceClient::new(as_service(order.channel().await?, "svc-cart"));
         let (next, catalog, users, orders) =
             (next.clone(), catalog.clone(), users.clone(), orders.clone());
         workers.push(tokio::spawn(async move {

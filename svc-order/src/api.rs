@@ -1,28 +1,29 @@
 //! The OrderService gRPC API: proto ↔ orders, the saga runner and the watch
-//! hub, and the one place order errors become gRPC statuses.
+//! hub. Order errors become gRPC statuses in `error.rs`.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use shopmesh_platform::auth::{Caller, ServiceCaller};
-use shopmesh_platform::errors::{self, ErrorReason, FieldViolations};
+use shopmesh_platform::errors::{self, FieldViolations};
 use shopmesh_platform::paging;
 use shopmesh_proto::shop::order::v1 as pb;
 use shopmesh_proto::shop::order::v1::order_service_server::OrderService;
 use tokio::time::Instant;
 use tonic::codegen::BoxStream;
 use tonic::metadata::MetadataMap;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::clients::Clients;
+use crate::error::OrderError;
 use crate::order::{
-    DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_REASON_LEN, Order, OrderError, OrderRequest, OrderStatus,
-    PricingError, price_lines, timestamp,
+    DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_REASON_LEN, Order, OrderRequest, OrderStatus,
+    price_lines, timestamp,
 };
 use crate::runner::RunnerHandle;
 use crate::store::{CancelRequest, Inserted, NewOrder, Store};
-use crate::watch::{OrderWatch, WatchEnd};
+use crate::watch::OrderWatch;
 
 pub struct OrderApi {
     store: Store,
@@ -102,55 +103,6 @@ fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
         "n" => Duration::from_nanos(value),
         _ => return None,
     })
-}
-
-impl From<OrderError> for Status {
-    fn from(err: OrderError) -> Self {
-        let message = err.to_string();
-        match err {
-            OrderError::NotFound(id) => {
-                errors::not_found(ErrorReason::OrderNotFound, &id.to_string())
-            }
-            OrderError::KeyReused(_) => errors::domain_error(
-                Code::AlreadyExists,
-                ErrorReason::IdempotencyKeyReused,
-                message,
-            ),
-            OrderError::Pricing(pricing) => {
-                let reason = match pricing {
-                    PricingError::UnknownProduct(_) => ErrorReason::ProductNotFound,
-                    PricingError::SkuMismatch { .. } => ErrorReason::SkuMismatch,
-                    PricingError::MixedCurrencies => ErrorReason::MixedCurrencies,
-                };
-                errors::domain_error(Code::FailedPrecondition, reason, message)
-            }
-            OrderError::CancelFailed => {
-                errors::domain_error(Code::FailedPrecondition, ErrorReason::OrderFailed, message)
-            }
-            OrderError::DependencyUnavailable(_) => errors::domain_error(
-                Code::Unavailable,
-                ErrorReason::DependencyUnavailable,
-                message,
-            ),
-            OrderError::PaymentMethod(reason) => errors::invalid_field("payment_method", &reason),
-            OrderError::Dependency { .. }
-            | OrderError::Corrupt(_)
-            | OrderError::Database(_)
-            | OrderError::Outbox(_) => errors::internal(err),
-        }
-    }
-}
-
-impl From<WatchEnd> for Status {
-    fn from(end: WatchEnd) -> Self {
-        match end {
-            WatchEnd::ShuttingDown => {
-                Status::unavailable("the server is shutting down: watch again to reconnect")
-            }
-            WatchEnd::Gone => Status::not_found("the order is gone"),
-            WatchEnd::Store(err) => err.into(),
-        }
-    }
 }
 
 /// Cuts a page read one row long to `page_size`; the token of the next page

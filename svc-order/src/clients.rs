@@ -18,7 +18,8 @@ use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceCli
 use tonic::{Code, Status};
 use uuid::Uuid;
 
-use crate::order::{CatalogProduct, Order, OrderError};
+use crate::error::OrderError;
+use crate::order::{CatalogProduct, Order};
 use crate::settings::OrderSettings;
 
 /// How long one call to a dependency may take (also sent as `grpc-timeout`).

@@ -1,10 +1,13 @@
-//! The payloads of the order events on `shop.order.events` (key: the order
-//! id, aggregate type "order"), built from the order as the status change
-//! left it. `store.rs` writes them into the platform's transactional outbox in
-//! the transaction of the status change.
+//! The order events on `shop.order.events` (key: the order id, aggregate
+//! type "order"): the payloads, built from the order as the status change
+//! left it, and [`publish`], with which `store/` writes them into the
+//! platform's transactional outbox in the transaction of the status change.
 
 use chrono::{DateTime, Utc};
+use shopmesh_events::OutboxError;
 use shopmesh_proto::shop::events::v1 as ev;
+use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::order::{Order, money, timestamp};
 
@@ -12,6 +15,16 @@ use crate::order::{Order, money, timestamp};
 pub const AGGREGATE_TYPE: &str = "order";
 /// The topic every order event goes to.
 pub const TOPIC: &str = shopmesh_proto::topics::ORDER_EVENTS;
+
+/// Writes an order event into the outbox, in the caller's transaction.
+pub async fn publish<M: prost::Name>(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    payload: &M,
+) -> Result<(), OutboxError> {
+    shopmesh_events::publish(conn, TOPIC, AGGREGATE_TYPE, order_id.to_string(), payload).await?;
+    Ok(())
+}
 
 fn lines(order: &Order) -> Vec<ev::OrderLine> {
     order
@@ -161,8 +174,6 @@ pub fn order_refunded(order: &Order, refunded_minor: i64, at: DateTime<Utc>) -> 
 
 #[cfg(test)]
 mod tests {
-    use uuid::Uuid;
-
     use super::*;
     use crate::order::{Address, OrderLine, OrderStatus};
 

@@ -25,6 +25,8 @@ use shopmesh_proto::shop::events::v1::{
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::store::ledger::{self as books, LedgerEntry};
+
 /// The topic consumed.
 pub const TOPIC: &str = shopmesh_proto::topics::PAYMENT_EVENTS;
 
@@ -101,31 +103,19 @@ impl EventHandler for PaymentLedger {
             Entry::Refunded(minor) => (0, 0, minor),
             Entry::Voided | Entry::Failed => (0, 0, 0),
         };
-        // Amounts only grow (GREATEST), flags only turn on: applying the
-        // events of one payment in any order gives the same row.
-        sqlx::query(
-            "INSERT INTO order_payment_ledger AS l (payment_id, order_id, currency_code, \
-                 authorized_minor, captured_minor, refunded_minor, voided, failed) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (payment_id) DO UPDATE SET \
-                 authorized_minor = GREATEST(l.authorized_minor, EXCLUDED.authorized_minor), \
-                 captured_minor = GREATEST(l.captured_minor, EXCLUDED.captured_minor), \
-                 refunded_minor = GREATEST(l.refunded_minor, EXCLUDED.refunded_minor), \
-                 voided = l.voided OR EXCLUDED.voided, \
-                 failed = l.failed OR EXCLUDED.failed, \
-                 currency_code = CASE WHEN l.currency_code = '' THEN EXCLUDED.currency_code \
-                                      ELSE l.currency_code END, \
-                 updated_at = now()",
+        books::record_entry(
+            tx,
+            &LedgerEntry {
+                payment_id,
+                order_id,
+                currency_code: currency,
+                authorized_minor: authorized,
+                captured_minor: captured,
+                refunded_minor: refunded,
+                voided: entry == Entry::Voided,
+                failed: entry == Entry::Failed,
+            },
         )
-        .bind(payment_id)
-        .bind(order_id)
-        .bind(currency)
-        .bind(authorized)
-        .bind(captured)
-        .bind(refunded)
-        .bind(entry == Entry::Voided)
-        .bind(entry == Entry::Failed)
-        .execute(&mut *tx)
         .await?;
         Ok(())
     }
@@ -144,73 +134,23 @@ pub struct CheckSettings {
 /// One check: records newly found mismatches (logging each once), resolves
 /// the ones whose books now agree, and returns how many are open.
 pub async fn check(pool: &PgPool, grace: Duration) -> Result<i64, sqlx::Error> {
-    let grace_seconds = grace.as_secs_f64();
     let mut tx = pool.begin().await?;
-    // Orders settled in the last day (older ones were checked by earlier
-    // runs) but not within the grace period, and payments for orders not in
-    // this database at all, against what their payments' events say.
-    let found: Vec<(Uuid, String, i64, i64)> = sqlx::query_as(
-        "WITH settled AS ( \
-             SELECT o.id, o.status, \
-                    CASE WHEN o.status = 'confirmed' THEN o.total_minor ELSE 0 END AS expected \
-             FROM orders o \
-             WHERE o.status IN ('confirmed', 'cancelled', 'failed', 'refunded') \
-               AND o.updated_at < now() - make_interval(secs => $1) \
-               AND o.updated_at > now() - make_interval(secs => $1) - interval '1 day' \
-         ), books AS ( \
-             SELECT order_id, sum(captured_minor - refunded_minor)::bigint AS net, \
-                    max(updated_at) AS updated_at \
-             FROM order_payment_ledger GROUP BY order_id \
-         ) \
-         SELECT s.id, s.status, s.expected, COALESCE(b.net, 0) \
-         FROM settled s LEFT JOIN books b ON b.order_id = s.id \
-         WHERE COALESCE(b.net, 0) <> s.expected \
-         UNION ALL \
-         SELECT b.order_id, 'unknown', 0, b.net \
-         FROM books b \
-         WHERE b.updated_at < now() - make_interval(secs => $1) \
-           AND b.updated_at > now() - make_interval(secs => $1) - interval '1 day' \
-           AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = b.order_id)",
-    )
-    .bind(grace_seconds)
-    .fetch_all(&mut *tx)
-    .await?;
-    for (order_id, status, expected, net) in &found {
-        let new = sqlx::query(
-            "INSERT INTO order_payment_mismatches \
-                 (order_id, status, expected_minor, net_captured_minor) \
-             VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, \
-                 expected_minor = EXCLUDED.expected_minor, \
-                 net_captured_minor = EXCLUDED.net_captured_minor, resolved_at = NULL \
-             WHERE order_payment_mismatches.resolved_at IS NOT NULL \
-                OR order_payment_mismatches.net_captured_minor <> EXCLUDED.net_captured_minor",
-        )
-        .bind(order_id)
-        .bind(status)
-        .bind(expected)
-        .bind(net)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if new > 0 {
-            tracing::error!(%order_id, %status, expected_minor = expected, net_captured_minor = net,
+    let found = books::mismatches(&mut tx, grace).await?;
+    for mismatch in &found {
+        if books::record_mismatch(&mut tx, mismatch).await? {
+            let books::Mismatch {
+                order_id,
+                status,
+                expected_minor,
+                net_captured_minor,
+            } = mismatch;
+            tracing::error!(%order_id, %status, expected_minor, net_captured_minor,
                 "payment books disagree with the order: see order_payment_mismatches (docs/checkout.md)");
         }
     }
-    let found_ids: Vec<Uuid> = found.iter().map(|(id, ..)| *id).collect();
-    sqlx::query(
-        "UPDATE order_payment_mismatches SET resolved_at = now() \
-         WHERE resolved_at IS NULL AND NOT (order_id = ANY($1))",
-    )
-    .bind(&found_ids)
-    .execute(&mut *tx)
-    .await?;
-    let open: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM order_payment_mismatches WHERE resolved_at IS NULL",
-    )
-    .fetch_one(&mut *tx)
-    .await?;
+    let found_ids: Vec<Uuid> = found.iter().map(|m| m.order_id).collect();
+    books::resolve_mismatches_except(&mut tx, &found_ids).await?;
+    let open = books::open_mismatches(&mut tx).await?;
     tx.commit().await?;
     Ok(open)
 }

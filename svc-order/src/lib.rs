@@ -10,9 +10,17 @@
 //! to the RPCs waiting for a saga to settle. A consumer of
 //! `shop.payment.events` keeps a payment ledger and checks it against the
 //! orders (`ledger.rs`). See `docs/checkout.md`.
+//!
+//! Where things are: `api.rs` (the RPCs), `order.rs` (the order rules),
+//! `saga.rs` (the saga as a pure state machine) driven by `runner.rs` through
+//! `clients.rs`, `watch.rs` (status changes to streams), `ledger.rs`,
+//! `store/` (every SQL statement: orders, `sagas`, `ledger`), `events.rs`
+//! (the events published through the outbox), `error.rs` (errors → gRPC
+//! statuses), `metrics.rs`, `settings.rs`.
 
 mod api;
 mod clients;
+pub mod error;
 pub mod events;
 pub mod ledger;
 mod metrics;

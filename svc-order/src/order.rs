@@ -1,6 +1,7 @@
 //! Order rules independent of storage and transport: statuses, what a valid
 //! order request is, the fingerprint that tells a repeat from a different
-//! order under the same key, and the errors the service raises.
+//! order under the same key, and pricing lines from the catalog. The errors
+//! the service raises are in `error.rs`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -8,6 +9,8 @@ use sha2::{Digest, Sha256};
 use shopmesh_platform::errors::FieldViolations;
 use shopmesh_proto::shop::order::v1 as pb;
 use uuid::Uuid;
+
+use crate::error::PricingError;
 
 pub const MAX_LINES: usize = 100;
 pub const LINE_QUANTITY: std::ops::RangeInclusive<i32> = 1..=99;
@@ -368,49 +371,6 @@ impl Order {
             update_time: Some(timestamp(self.updated_at)),
         }
     }
-}
-
-/// Why an order could not be priced (FAILED_PRECONDITION for the caller).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PricingError {
-    #[error("product {0} does not exist")]
-    UnknownProduct(Uuid),
-    #[error("product {product_id} has SKU {actual}, not {given}")]
-    SkuMismatch {
-        product_id: Uuid,
-        given: String,
-        actual: String,
-    },
-    #[error("the products are priced in more than one currency")]
-    MixedCurrencies,
-}
-
-/// The errors of the order service; turned into gRPC statuses in `api.rs` only.
-#[derive(Debug, thiserror::Error)]
-pub enum OrderError {
-    #[error("order {0} not found")]
-    NotFound(Uuid),
-    #[error("idempotency key {0:?} was already used for an order with other lines or address")]
-    KeyReused(String),
-    #[error(transparent)]
-    Pricing(#[from] PricingError),
-    #[error("a failed order cannot be cancelled")]
-    CancelFailed,
-    #[error("{0} is unavailable, try again")]
-    DependencyUnavailable(&'static str),
-    #[error("the payment method was refused: {0}")]
-    PaymentMethod(String),
-    #[error("{dependency} answered unexpectedly: {status}")]
-    Dependency {
-        dependency: &'static str,
-        status: tonic::Status,
-    },
-    #[error("stored order is corrupt: {0}")]
-    Corrupt(String),
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-    #[error(transparent)]
-    Outbox(#[from] shopmesh_events::OutboxError),
 }
 
 /// Prices wanted lines from catalog products (id → (sku, name, price, currency)).

@@ -23,7 +23,8 @@ use tonic_types::StatusExt;
 use uuid::Uuid;
 
 use crate::clients::{Clients, is_transient};
-use crate::order::{OrderError, OrderStatus};
+use crate::error::OrderError;
+use crate::order::OrderStatus;
 use crate::saga::{Effect, Phase, Step, backoff};
 use crate::settings::OrderSettings;
 use crate::store::{SagaJob, Store};

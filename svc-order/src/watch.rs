@@ -17,23 +17,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::order::{Order, OrderError, OrderStatus, StatusChange};
+use crate::error::{OrderError, WatchEnd};
+use crate::order::{Order, OrderStatus, StatusChange};
 use crate::store::{CHANNEL, Store};
 
 const CAPACITY: usize = 1024;
 /// Waiting RPCs also look again this often, in case a notification was lost.
 const RECHECK: Duration = Duration::from_millis(500);
-
-/// How a watch ends other than by the order settling or the client leaving.
-#[derive(Debug, thiserror::Error)]
-pub enum WatchEnd {
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    #[error("the order was deleted")]
-    Gone,
-    #[error(transparent)]
-    Store(#[from] OrderError),
-}
 
 /// The ids of the orders that change, for every watch of the process.
 #[derive(Clone)]

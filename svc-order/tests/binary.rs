@@ -11,7 +11,7 @@ use shopmesh_proto::shop::order::v1::order_service_client::OrderServiceClient;
 use shopmesh_proto::shop::order::v1::{OrderStatus, WatchOrderRequest};
 use shopmesh_testkit::{
     NOWHERE, TestIdentity, assert_bad_setting_refused, free_port, fresh_database_url,
-    service_command, sigterm, wait_until_serving, with_bearer,
+    service_command, sigterm, wait_until_serving,
 };
 use tonic::Code;
 use uuid::Uuid;
@@ -48,7 +48,7 @@ fn a_bad_order_setting_stops_the_binary_naming_the_variable() {
 #[tokio::test]
 async fn sigterm_ends_open_watches_lets_go_of_sagas_and_exits_zero() {
     let identity = TestIdentity::start().await.unwrap();
-    let (user, _, token) = identity.sign_in(&[]).await.unwrap();
+    let user = identity.signed_in(&[]).await.unwrap();
     let port = free_port();
     let database_url = fresh_database_url();
     let mut child = service(port, &database_url)
@@ -71,7 +71,7 @@ async fn sigterm_ends_open_watches_lets_go_of_sagas_and_exits_zero() {
          card_last4) VALUES ($1, $2, 'k', 'f', 'pending', 'USD', 100, 100, '{}', 'tok', 'visa', '4242')",
     )
     .bind(order_id)
-    .bind(user)
+    .bind(user.id)
     .execute(&db)
     .await
     .unwrap();
@@ -85,12 +85,9 @@ async fn sigterm_ends_open_watches_lets_go_of_sagas_and_exits_zero() {
     .unwrap();
 
     let mut stream = OrderServiceClient::new(channel)
-        .watch_order(with_bearer(
-            WatchOrderRequest {
-                id: order_id.to_string(),
-            },
-            &token,
-        ))
+        .watch_order(user.request(WatchOrderRequest {
+            id: order_id.to_string(),
+        }))
         .await
         .unwrap()
         .into_inner();

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use shopmesh_events as events;
 use shopmesh_proto::shop::order::v1::{Order, OrderStatus};
-use shopmesh_testkit::{Record, TestBroker, read_topic};
+use shopmesh_testkit::{Record, SignedIn, TestBroker, read_topic};
 use sqlx::PgPool;
-use support::{APPROVED, Shop, User, checkout, stocked_products};
+use support::{APPROVED, Shop, checkout, stocked_products};
 use uuid::Uuid;
 
 const ORDER_TOPIC: &str = shopmesh_proto::topics::ORDER_EVENTS;
@@ -148,7 +148,12 @@ async fn expected_events(shop: &Shop, orders: &[Order]) -> Vec<(Vec<String>, Vec
     expected
 }
 
-async fn confirmed_checkouts(shop: &Shop, user: &User, prefix: &str, count: usize) -> Vec<Order> {
+async fn confirmed_checkouts(
+    shop: &Shop,
+    user: &SignedIn,
+    prefix: &str,
+    count: usize,
+) -> Vec<Order> {
     let products = stocked_products(10);
     let mut orders = Vec::new();
     for n in 0..count {

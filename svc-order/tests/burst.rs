@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use shopmesh_demo::SeedProduct;
-use support::{APPROVED, DECLINED, Shop, User, checkout, stocked_products};
+use shopmesh_testkit::SignedIn;
+use support::{APPROVED, DECLINED, Shop, checkout, stocked_products};
 
 const ORDERS: usize = 100;
 const SHOPPERS: usize = 20;
@@ -26,7 +27,7 @@ async fn a_burst_of_checkouts_on_scarce_stock_leaves_the_books_balanced() {
     for product in &scarce {
         shop.catalog.set_stock(&product.sku, UNITS_PER_SKU).await;
     }
-    let mut shoppers: Vec<User> = Vec::new();
+    let mut shoppers: Vec<SignedIn> = Vec::new();
     for _ in 0..SHOPPERS {
         shoppers.push(shop.shopper().await);
     }

@@ -21,9 +21,11 @@ use chrono::{DateTime, Utc};
 use shopmesh_proto::shop::order::v1::CreateOrderRequest;
 use shopmesh_proto::shop::order::v1::order_service_client::OrderServiceClient;
 use shopmesh_proto::shop::payment::v1::PaymentStatus;
-use shopmesh_testkit::{free_port, fresh_database_url, service_command, wait_until_serving};
+use shopmesh_testkit::{
+    SignedIn, as_service, free_port, fresh_database_url, service_command, wait_until_serving,
+};
 use sqlx::PgPool;
-use support::{APPROVED, InternalOrderClient, Shop, User, checkout, credentials, stocked_products};
+use support::{APPROVED, InternalOrderClient, Shop, checkout, stocked_products};
 use tonic::transport::Channel;
 use uuid::Uuid;
 
@@ -62,7 +64,7 @@ impl OrderProcess {
     }
 
     fn as_cart(&self) -> InternalOrderClient {
-        OrderServiceClient::with_interceptor(self.channel.clone(), credentials("svc-cart"))
+        OrderServiceClient::new(as_service(self.channel.clone(), "svc-cart"))
     }
 
     /// SIGKILL, as the OOM killer or a lost node would: no drain, no clean-up.
@@ -152,7 +154,7 @@ struct Killed {
 
 async fn checkout_killed_mid_authorization(
     shop: &Shop,
-    user: &User,
+    user: &SignedIn,
     request: CreateOrderRequest,
     settings: &[(&str, &str)],
 ) -> Killed {

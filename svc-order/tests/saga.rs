@@ -13,14 +13,15 @@ use shopmesh_proto::shop::order::v1::{
     CancelOrderRequest, Order, OrderStatus, WatchOrderRequest, WatchOrderResponse,
 };
 use shopmesh_proto::shop::payment::v1::PaymentStatus;
-use support::{APPROVED, DECLINED, Shop, User, checkout, hurried, statuses, stocked_products};
+use shopmesh_testkit::SignedIn;
+use support::{APPROVED, DECLINED, Shop, checkout, hurried, statuses, stocked_products};
 use tonic::Code;
 
 const SETTLE: Duration = Duration::from_secs(30);
 
 /// Places an order while payment is down (the gate is closed): the call
 /// answers before its deadline with the order STOCK_RESERVED, the saga retrying.
-async fn stuck_order(shop: &Shop, user: &User, key: &str, quantity: i32) -> Order {
+async fn stuck_order(shop: &Shop, user: &SignedIn, key: &str, quantity: i32) -> Order {
     let product = &stocked_products(5)[0];
     let order = shop
         .place(hurried(
@@ -44,7 +45,12 @@ async fn next(stream: &mut tonic::Streaming<WatchOrderResponse>) -> Option<Watch
         .unwrap()
 }
 
-async fn cancel(shop: &Shop, user: &User, id: &str, reason: &str) -> Result<Order, tonic::Status> {
+async fn cancel(
+    shop: &Shop,
+    user: &SignedIn,
+    id: &str,
+    reason: &str,
+) -> Result<Order, tonic::Status> {
     shop.orders()
         .await
         .cancel_order(user.request(CancelOrderRequest {

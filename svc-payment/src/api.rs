@@ -1,25 +1,26 @@
-//! The PaymentService gRPC API: proto ↔ the payment lifecycle, who may see a
-//! payment, and the one place payment errors become gRPC statuses.
+//! The PaymentService gRPC API: proto ↔ the payment lifecycle, and who may
+//! see a payment. Payment errors become gRPC statuses in `error.rs`.
 //!
 //! Requests are never logged whole: a PaymentMethod may carry a card number.
 
 use chrono::{DateTime, Utc};
 use shopmesh_platform::auth::{Caller, ServiceCaller};
-use shopmesh_platform::errors::{self, ErrorReason, FieldViolations};
+use shopmesh_platform::errors::{self, FieldViolations};
 use shopmesh_platform::paging;
 use shopmesh_proto::shop::common::v1 as common;
 use shopmesh_proto::shop::payment::v1 as pb;
 use shopmesh_proto::shop::payment::v1::payment_method::Method;
 use shopmesh_proto::shop::payment::v1::payment_service_server::PaymentService;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::error::PaymentError;
+use crate::lifecycle::Payments;
 use crate::payment::{
     AuthorizeCommand, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_REASON_LEN, MethodInput, Money,
-    Payment, PaymentError, PaymentStatus, RefundCommand, Transaction, TransactionKind,
-    TransactionStatus, is_currency_code, is_idempotency_key,
+    Payment, PaymentStatus, RefundCommand, Transaction, TransactionKind, TransactionStatus,
+    is_currency_code, is_idempotency_key,
 };
-use crate::payments::Payments;
 use crate::provider::CardNumber;
 
 pub struct PaymentApi {
@@ -29,59 +30,6 @@ pub struct PaymentApi {
 impl PaymentApi {
     pub fn new(payments: Payments) -> Self {
         Self { payments }
-    }
-}
-
-impl From<PaymentError> for Status {
-    fn from(err: PaymentError) -> Self {
-        let message = err.to_string();
-        match err {
-            PaymentError::NotFound(id) => {
-                errors::not_found(ErrorReason::PaymentNotFound, &id.to_string())
-            }
-            PaymentError::KeyReused(_) => errors::domain_error(
-                Code::AlreadyExists,
-                ErrorReason::IdempotencyKeyReused,
-                message,
-            ),
-            PaymentError::InvalidMethod(reason) => errors::invalid_field("payment_method", &reason),
-            PaymentError::InvalidRefund(reason) => errors::invalid_field("amount", &reason),
-            PaymentError::WrongState { status, .. } => {
-                errors::domain_error(Code::FailedPrecondition, state_reason(status), message)
-            }
-            PaymentError::Busy(_) => errors::domain_error(
-                Code::Aborted,
-                ErrorReason::PaymentOperationInProgress,
-                message,
-            ),
-            PaymentError::ProviderRefused { .. } => errors::domain_error(
-                Code::FailedPrecondition,
-                ErrorReason::ProviderDeclined,
-                message,
-            ),
-            PaymentError::ProviderUnavailable => {
-                errors::domain_error(Code::Unavailable, ErrorReason::ProviderUnavailable, message)
-            }
-            PaymentError::InProgress => {
-                errors::domain_error(Code::Unavailable, ErrorReason::PaymentInProgress, message)
-            }
-            PaymentError::Database(_) | PaymentError::Outbox(_) | PaymentError::Corrupt(_) => {
-                errors::internal(err)
-            }
-        }
-    }
-}
-
-/// The reason of an operation the payment's state does not allow: the state.
-fn state_reason(status: PaymentStatus) -> ErrorReason {
-    match status {
-        PaymentStatus::Pending => ErrorReason::PaymentPending,
-        PaymentStatus::Authorized => ErrorReason::PaymentAuthorized,
-        PaymentStatus::Captured => ErrorReason::PaymentCaptured,
-        PaymentStatus::Voided => ErrorReason::PaymentVoided,
-        PaymentStatus::PartiallyRefunded => ErrorReason::PaymentPartiallyRefunded,
-        PaymentStatus::Refunded => ErrorReason::PaymentRefunded,
-        PaymentStatus::Failed => ErrorReason::PaymentFailed,
     }
 }
 

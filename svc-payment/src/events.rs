@@ -1,10 +1,14 @@
-//! The payloads of svc-payment's events (`shop/events/v1/payment_events.proto`),
-//! built from the domain types. Pure: `payments.rs` writes them into the
-//! platform's transactional outbox, in the transaction of the state change.
+//! svc-payment's events (`shop/events/v1/payment_events.proto`): the payloads,
+//! built from the domain types by pure functions, and [`publish`], with which
+//! `lifecycle.rs` writes them into the platform's transactional outbox in the
+//! transaction of the state change.
 
 use chrono::{DateTime, Utc};
+use shopmesh_events::OutboxError;
 use shopmesh_proto::shop::common::v1 as common;
 use shopmesh_proto::shop::events::v1 as pb;
+use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::payment::{Money, Payment, Transaction};
 
@@ -12,6 +16,16 @@ use crate::payment::{Money, Payment, Transaction};
 pub const TOPIC: &str = shopmesh_proto::topics::PAYMENT_EVENTS;
 /// Aggregate type of every payment event.
 pub const AGGREGATE_TYPE: &str = "payment";
+
+/// Writes a payment event into the outbox, in the caller's transaction.
+pub async fn publish<M: prost::Name>(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+    payload: &M,
+) -> Result<(), OutboxError> {
+    shopmesh_events::publish(conn, TOPIC, AGGREGATE_TYPE, payment_id.to_string(), payload).await?;
+    Ok(())
+}
 
 fn money(money: &Money) -> Option<common::Money> {
     Some(common::Money {
@@ -111,8 +125,6 @@ pub fn voided(payment: &Payment, void: &Transaction, at: DateTime<Utc>) -> pb::P
 
 #[cfg(test)]
 mod tests {
-    use uuid::Uuid;
-
     use super::*;
     use crate::payment::{
         CardSummary, MethodKind, PaymentStatus, TransactionKind, TransactionStatus,

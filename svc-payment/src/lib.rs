@@ -2,11 +2,19 @@
 //! simulated card network by default, or a Stripe-like HTTP provider).
 //! Authorize, capture, void and refund are idempotent by key; every provider
 //! call is a recorded transaction; a card number is never stored or logged.
+//!
+//! `api.rs` validates a request and hands it to the lifecycle
+//! (`lifecycle.rs`), which locks the payment and records a PENDING provider
+//! transaction (`store.rs`), calls the provider (`provider/`) outside any
+//! database transaction, then records the answer and its event
+//! (`events.rs`, through the outbox) in one transaction. `payment.rs` is the
+//! model; `error.rs` turns what goes wrong into gRPC statuses.
 
 mod api;
+mod error;
 pub mod events;
+mod lifecycle;
 pub mod payment;
-mod payments;
 pub mod provider;
 pub mod settings;
 mod store;
@@ -49,7 +57,7 @@ pub async fn build_with_provider(
 
 fn serve(ctx: Context, provider: Provider) -> anyhow::Result<GrpcServer> {
     shopmesh_events::start_relay(&ctx, &[events::TOPIC])?;
-    let payments = payments::Payments::new(ctx.database()?, provider);
+    let payments = lifecycle::Payments::new(ctx.database()?, provider);
     Ok(ctx
         .grpc
         .add_service(PaymentServiceServer::new(api::PaymentApi::new(payments))))

@@ -1,5 +1,5 @@
-//! The payment domain: money, statuses, payments and their transactions, the
-//! commands the API turns requests into, and the errors of the service.
+//! The payment model: money, statuses, payments and their transactions, and
+//! the commands the API turns requests into. Its errors are in `error.rs`.
 
 use std::fmt;
 
@@ -270,40 +270,6 @@ pub struct RefundCommand {
     /// None: everything captured and not yet refunded.
     pub amount: Option<Money>,
     pub reason: String,
-}
-
-/// Why an operation on a payment was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum PaymentError {
-    #[error("payment {0} not found")]
-    NotFound(Uuid),
-    #[error("idempotency key {0:?} was already used with other parameters")]
-    KeyReused(String),
-    #[error("payment method: {0}")]
-    InvalidMethod(String),
-    #[error("payment {id} is {status}: {action} needs {needs}")]
-    WrongState {
-        id: Uuid,
-        status: PaymentStatus,
-        action: &'static str,
-        needs: &'static str,
-    },
-    #[error("refund amount: {0}")]
-    InvalidRefund(String),
-    #[error("another {0} of this payment is in progress; retry it with its own key")]
-    Busy(&'static str),
-    #[error("the payment provider declined the {action}: {code}")]
-    ProviderRefused { action: &'static str, code: String },
-    #[error("the payment provider did not answer in time; retry with the same key")]
-    ProviderUnavailable,
-    #[error("the provider is still answering an earlier call with this key; retry shortly")]
-    InProgress,
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-    #[error(transparent)]
-    Outbox(#[from] shopmesh_events::OutboxError),
-    #[error("stored payment is corrupt: {0}")]
-    Corrupt(String),
 }
 
 #[cfg(test)]

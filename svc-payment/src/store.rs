@@ -1,16 +1,18 @@
-//! Payments and transactions in PostgreSQL: small functions on a connection,
-//! so that `payments.rs` composes them into one transaction per state change.
+//! Payments and transactions in PostgreSQL: every SQL statement of the
+//! service, as small functions on a connection, so that `lifecycle.rs`
+//! composes them into one transaction per state change.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
+use crate::error::PaymentError;
 use crate::payment::{
-    CardSummary, MethodKind, Money, Payment, PaymentError, PaymentStatus, Transaction,
-    TransactionKind, TransactionStatus,
+    CardSummary, MethodKind, Money, Payment, PaymentStatus, Transaction, TransactionKind,
+    TransactionStatus,
 };
 
 const PAYMENT_COLUMNS: &str = "id, idempotency_key, order_id, user_id, status, currency_code, \
@@ -118,6 +120,18 @@ impl TryFrom<TransactionRow> for Transaction {
             created_at: row.created_at,
         })
     }
+}
+
+/// Begins a read-only transaction that sees one snapshot, so a payment and
+/// its transactions are read as one state change left them.
+pub async fn begin_snapshot(
+    db: &PgPool,
+) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 /// A payment to create (PENDING, with its authorization transaction).

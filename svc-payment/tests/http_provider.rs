@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use shopmesh_platform::settings::Secret;
 use shopmesh_proto::shop::payment::v1::{PaymentStatus, TransactionStatus};
-use shopmesh_testkit::TestService;
+use shopmesh_testkit::{TestService, as_service};
 use support::*;
 use svc_payment::payment::{MethodInput, Money};
 use svc_payment::provider::http::HttpProvider;
@@ -493,16 +493,7 @@ async fn the_service_runs_on_the_http_provider() {
     )
     .await
     .unwrap();
-    let credentials = shopmesh_platform::auth::ServiceCredentials::new(
-        "svc-order",
-        &Secret::new(shopmesh_testkit::INTERNAL_TOKEN.to_owned()),
-    )
-    .unwrap();
-    let mut client =
-        shopmesh_proto::shop::payment::v1::payment_service_client::PaymentServiceClient::with_interceptor(
-            service.channel().await.unwrap(),
-            credentials,
-        );
+    let mut client = InternalClient::new(as_service(service.channel().await.unwrap(), "svc-order"));
     let user = Uuid::now_v7();
     let request = |key: &str| authorize_request(key, Uuid::now_v7(), user, 700, VISA);
 

@@ -19,12 +19,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::stock_like_the_demo;
+use support::stock_like_the_demo;
 
 use shopmesh_platform::app::{ServiceSettings, prepare};
 use shopmesh_platform::settings::Env;

@@ -9,10 +9,11 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Utc};
 use shopmesh_inventory_client::{StockLevel, StockLevels};
 use shopmesh_proto::shop::product::v1::Product;
 use sqlx::PgPool;
+
+use crate::store::stock::stored_levels;
 
 /// The shared copy; clones see the same levels.
 #[derive(Clone, Debug, Default)]
@@ -21,19 +22,9 @@ pub struct Availability {
 }
 
 impl Availability {
-    /// The levels stored so far.
+    /// The levels stored so far (`stock_levels`).
     pub async fn load(db: &PgPool) -> sqlx::Result<Self> {
-        let rows: Vec<(String, i64, DateTime<Utc>)> =
-            sqlx::query_as("SELECT sku, available, updated_at FROM stock_levels")
-                .fetch_all(db)
-                .await?;
-        let levels = rows
-            .into_iter()
-            .map(|(sku, available, updated_at)| StockLevel {
-                sku,
-                available,
-                updated_at,
-            });
+        let levels = stored_levels(db).await?;
         Ok(Self {
             levels: StockLevels::from_levels(levels),
         })
@@ -62,6 +53,8 @@ impl Availability {
 
 #[cfg(test)]
 mod tests {
+    use chrono::DateTime;
+
     use super::*;
 
     fn level(sku: &str, available: i64, at: i64) -> StockLevel {

@@ -53,12 +53,7 @@ pub async fn product_service(
     }
     let prefix = match settings.cache_prefix {
         Some(prefix) => prefix,
-        None => {
-            let database: String = sqlx::query_scalar("SELECT current_database()::text")
-                .fetch_one(&db)
-                .await?;
-            format!("{database}:")
-        }
+        None => format!("{}:", store::database_name(&db).await?),
     };
     let cache = cache::ProductCache::new(ctx.redis.clone(), prefix, settings.cache_ttl);
     let store = store::Store::new(db.clone());

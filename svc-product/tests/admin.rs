@@ -3,17 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
-use common::{
-    Client, authorized, error_reason, search, start_with_identity, token, violated_fields,
-};
 use prost_types::FieldMask;
 use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::product::v1::{
     BatchGetProductsRequest, CreateProductRequest, DeleteProductRequest, GetProductRequest,
     ListCategoriesRequest, ListProductsRequest, Product, SearchProductsRequest,
     UpdateProductRequest,
+};
+use support::{
+    Client, authorized, error_reason, search, start_with_identity, token, violated_fields,
 };
 use tonic::Code;
 use uuid::Uuid;
@@ -206,7 +206,7 @@ async fn a_product_lives_from_create_through_update_to_soft_delete() {
     )
     .await;
     assert_eq!(found.total_size, 0);
-    let listed = common::list_all(
+    let listed = support::list_all(
         &mut client,
         ListProductsRequest {
             category_id: category.clone(),
@@ -543,7 +543,7 @@ async fn only_admins_may_write() {
 }
 
 /// Products counted by the roots of the category tree.
-async fn counted_in_tree(client: &mut common::Client) -> i64 {
+async fn counted_in_tree(client: &mut support::Client) -> i64 {
     let tree = client
         .list_categories(ListCategoriesRequest {})
         .await

@@ -7,9 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
-use common::{Client, authorized, cache_count, search, start_with_identity, token};
 use fred::prelude::KeysInterface;
 use prost_types::FieldMask;
 use shopmesh_proto::shop::common::v1::Money;
@@ -17,6 +16,7 @@ use shopmesh_proto::shop::product::v1::{
     BatchGetProductsRequest, DeleteProductRequest, GetProductRequest, Product,
     SearchProductsRequest, UpdateProductRequest,
 };
+use support::{Client, authorized, cache_count, search, start_with_identity, token};
 use tonic::Code;
 
 async fn get(client: &mut Client, id: &str) -> Result<Product, tonic::Status> {

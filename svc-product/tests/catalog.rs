@@ -4,16 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::collections::HashSet;
 
-use common::{Client, http_get, start, violated_fields};
 use shopmesh_proto::shop::product::v1::{
     BatchGetProductsRequest, CreateProductRequest, DeleteProductRequest, GetProductRequest,
     ListCategoriesRequest, ListProductsRequest, Product, ProductOrder, SearchProductsRequest,
     UpdateProductRequest,
 };
+use support::{Client, http_get, start, violated_fields};
 use tonic::Code;
 use tonic_types::StatusExt;
 

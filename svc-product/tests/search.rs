@@ -4,16 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use common::{ids, search, search_all, start, start_with, stock_like_the_demo, violated_fields};
 use shopmesh_demo::EXACT_MATCH_NAME;
 use shopmesh_proto::shop::product::v1::{
     ListProductsRequest, Product, ProductOrder, SearchOrder, SearchProductsRequest,
 };
 use sqlx::PgPool;
+use support::{ids, search, search_all, start, start_with, stock_like_the_demo, violated_fields};
 use tonic::Code;
 use uuid::Uuid;
 

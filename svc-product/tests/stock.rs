@@ -4,14 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use common::{
-    Client, authorized, eventually, search, search_all, start_with, start_with_identity, token,
-};
 use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::inventory::v1::inventory_service_server::{
     InventoryService, InventoryServiceServer,
@@ -22,6 +19,9 @@ use shopmesh_proto::shop::product::v1::{
     ListProductsRequest, Product, SearchProductsRequest,
 };
 use sqlx::PgPool;
+use support::{
+    Client, authorized, eventually, search, search_all, start_with, start_with_identity, token,
+};
 use tokio::sync::broadcast;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};

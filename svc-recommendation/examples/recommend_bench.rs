@@ -21,8 +21,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use shopmesh_proto::shop::recommendation::v1 as pb;
-use shopmesh_testkit::Latencies;
-use support::{Client, NO_BROKER, Shop, User, bought_together, similar};
+use shopmesh_testkit::{Latencies, SignedIn};
+use support::{Client, NO_BROKER, Shop, bought_together, similar};
 use uuid::Uuid;
 
 #[derive(Clone, Copy)]
@@ -38,7 +38,7 @@ async fn call(
     client: &mut Client,
     method: Method,
     n: usize,
-    users: &[User],
+    users: &[SignedIn],
     products: &[shopmesh_demo::SeedProduct],
 ) {
     let product = &products[n % products.len()];
@@ -94,18 +94,7 @@ async fn main() {
     shoppers.dedup();
     let mut users = Vec::new();
     for &id in shoppers.iter().take(200) {
-        let session = Uuid::now_v7();
-        shop.identity
-            .sessions
-            .open(session, id, Duration::from_secs(3600))
-            .await
-            .unwrap();
-        let token = shop
-            .identity
-            .key
-            .sign(&shop.identity.claims(id, session, &[]))
-            .unwrap();
-        users.push(User { id, token });
+        users.push(shop.identity.signed_in_as(id, &[]).await.unwrap());
     }
     let products = shopmesh_demo::demo_catalog().products;
     let client = shop.client().await;

@@ -11,18 +11,19 @@ use std::time::SystemTime;
 
 use shopmesh_inventory_client::StockView;
 use shopmesh_platform::auth::Caller;
-use shopmesh_platform::errors::{self, ErrorReason, FieldViolations, domain_error};
+use shopmesh_platform::errors::{self, FieldViolations};
 use shopmesh_platform::paging;
 use shopmesh_proto::shop::recommendation::v1 as pb;
 use shopmesh_proto::shop::recommendation::v1::recommendation_service_server::RecommendationService;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::catalog::CatalogClient;
+use crate::error::RecommendationError;
 use crate::live::{Live, LiveCatalog};
 use crate::model::{MAX_LIST, Model, Pick, Reason};
-use crate::store::{Store, StoreError};
-use crate::trainer::{ModelCell, TrainError, Trainer, Trigger};
+use crate::store::Store;
+use crate::trainer::{ModelCell, Trainer, Trigger};
 
 const DEFAULT_PAGE_SIZE: u32 = 10;
 const MAX_PAGE_SIZE: u32 = 50;
@@ -34,34 +35,6 @@ pub struct RecommendationApi {
     pub store: Store,
     pub catalog: CatalogClient,
     pub trainer: Trainer,
-}
-
-/// The one place store errors become statuses.
-impl From<StoreError> for Status {
-    fn from(err: StoreError) -> Self {
-        errors::internal(err)
-    }
-}
-
-impl From<TrainError> for Status {
-    fn from(err: TrainError) -> Self {
-        match err {
-            TrainError::Busy => domain_error(
-                Code::Aborted,
-                ErrorReason::TrainingInProgress,
-                "a training run is already going; retry later",
-            ),
-            TrainError::Catalog(err) => {
-                tracing::warn!(error = %err, "training refused: no catalog");
-                domain_error(
-                    Code::Unavailable,
-                    ErrorReason::CatalogUnavailable,
-                    "the catalog cannot be read now; retry later",
-                )
-            }
-            other => errors::internal(other),
-        }
-    }
 }
 
 /// Which list a product's page belongs to.
@@ -120,10 +93,7 @@ impl RecommendationApi {
                 category: product.category_id,
                 root: catalog.root_of(product.category_id),
             }),
-            Ok(None) => Err(errors::not_found(
-                ErrorReason::ProductNotFound,
-                &id.to_string(),
-            )),
+            Ok(None) => Err(RecommendationError::ProductNotFound(id).into()),
             Err(err) => {
                 tracing::warn!(error = %err, product_id = %id, "cannot look a product up; serving best sellers");
                 Ok(Subject::Unsure)
@@ -389,13 +359,7 @@ impl RecommendationService for RecommendationApi {
         &self,
         _request: Request<pb::GetModelInfoRequest>,
     ) -> Result<Response<pb::GetModelInfoResponse>, Status> {
-        let model = self.model().ok_or_else(|| {
-            domain_error(
-                Code::NotFound,
-                ErrorReason::ModelNotFound,
-                "no model has been trained yet",
-            )
-        })?;
+        let model = self.model().ok_or(RecommendationError::NoModel)?;
         Ok(Response::new(pb::GetModelInfoResponse {
             model: Some(model_info(&model)),
         }))

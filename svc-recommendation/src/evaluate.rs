@@ -9,7 +9,8 @@
 //! is random: there is no seed, and a run repeats to the last digit.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
@@ -30,6 +31,45 @@ const RECENCY_DECAYS: [f32; 6] = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5];
 const RECENCY_FLOORS: [f32; 4] = [0.0, 0.05, 0.1, 0.2];
 const TRANSITION_WEIGHTS: [f32; 5] = [0.0, 0.1, 0.2, 0.5, 1.0];
 const POPULARITY_BETAS: [f32; 4] = [0.0, 0.1, 0.2, 0.3];
+
+/// Runs `svc-recommendation evaluate --data PATH [--tune]` when `args` (the
+/// binary's, after its name) start with `evaluate`, printing the report; the
+/// exit status is 2 for bad arguments (with the usage) and 1 for a failed run.
+/// `None` for any other command line: the service's own.
+pub fn command(args: &[String]) -> Option<ExitCode> {
+    const USAGE: &str =
+        "usage: svc-recommendation evaluate --data <path of a .inter file> [--tune]";
+    let (first, rest) = args.split_first()?;
+    if first != "evaluate" {
+        return None;
+    }
+    let (mut data, mut tune) = (None, false);
+    let mut rest = rest.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--data" => data = rest.next().map(PathBuf::from),
+            "--tune" => tune = true,
+            other => {
+                eprintln!("svc-recommendation evaluate: unknown argument {other:?}\n{USAGE}");
+                return Some(ExitCode::from(2));
+            }
+        }
+    }
+    let Some(data) = data else {
+        eprintln!("{USAGE}");
+        return Some(ExitCode::from(2));
+    };
+    Some(match run(&data, tune) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("svc-recommendation evaluate: {err:#}");
+            ExitCode::FAILURE
+        }
+    })
+}
 
 /// Loads a RecBole `.inter` file (tab-separated, header naming `user_id`, `item_id` and
 /// `timestamp` columns, e.g. `user_id:token item_id:token rating:float timestamp:float`)

@@ -15,6 +15,7 @@ mod api;
 mod catalog;
 pub mod consumer;
 mod content;
+mod error;
 pub mod evaluate;
 mod live;
 mod model;

@@ -1,11 +1,14 @@
-//! PostgreSQL: the purchases the models learn from, the shoppers' histories
-//! read at request time, and the persisted models.
+//! PostgreSQL, every SQL statement of the service: the purchases the models
+//! learn from, the shoppers' histories read at request time, the persisted
+//! models and the advisory locks around training and seeding.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
+
+use crate::error::StoreError;
 
 /// `NOTIFY` channel announcing a newly persisted model (payload: its seq).
 pub const MODEL_CHANNEL: &str = "recommendation_model";
@@ -15,12 +18,6 @@ const MODELS_KEPT: i64 = 3;
 pub const TRAINING_LOCK: i64 = 0x5245_434F_5452_4149; // "RECOTRAI"
 /// Advisory lock taken while seeding the demo history (transaction level).
 const SEED_LOCK: i64 = 0x5245_434F_5345_4544; // "RECOSEED"
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-}
 
 /// One product line of an order, as the recommender keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -21,11 +21,12 @@ use shopmesh_platform::backoff::{Backoff, jitter};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{CatalogClient, CatalogError};
+use crate::catalog::CatalogClient;
+use crate::error::{StoreError, TrainError};
 use crate::live::{Live, LiveCatalog};
 use crate::model::{Model, TrainParams};
 use crate::snapshot::{self, SnapshotError};
-use crate::store::{self, MODEL_CHANNEL, Store, StoreError};
+use crate::store::{self, MODEL_CHANNEL, Store};
 
 const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
 /// The longest pause between two looks at whether a training is due.
@@ -80,24 +81,6 @@ impl Trigger {
             Self::Schedule => "schedule",
             Self::Command => "command",
         }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    #[error("a training run is already going")]
-    Busy,
-    #[error("the catalog cannot be read: {0}")]
-    Catalog(#[from] CatalogError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("training stopped: {0}")]
-    Aborted(String),
-}
-
-impl From<sqlx::Error> for TrainError {
-    fn from(err: sqlx::Error) -> Self {
-        Self::Store(err.into())
     }
 }
 

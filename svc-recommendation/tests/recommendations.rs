@@ -370,18 +370,7 @@ async fn the_demo_history_is_seeded_once_and_trained_at_first_start() {
         .filter(|o| o.user_id == buyer)
         .flat_map(|o| o.lines.iter().map(|l| l.product_id.to_string()))
         .collect();
-    let session = Uuid::now_v7();
-    shop.identity
-        .sessions
-        .open(session, buyer, std::time::Duration::from_secs(600))
-        .await
-        .unwrap();
-    let token = shop
-        .identity
-        .key
-        .sign(&shop.identity.claims(buyer, session, &[]))
-        .unwrap();
-    let user = User { id: buyer, token };
+    let user = shop.identity.signed_in_as(buyer, &[]).await.unwrap();
     let client = shop.client().await;
     let picks = for_me_settled(&client, &user, 10).await;
     assert_eq!(picks.model_version, info.version);
@@ -410,8 +399,7 @@ async fn without_a_model_lists_are_empty_and_model_info_is_not_found() {
     )
     .await;
     let mut client = client_of(&service).await;
-    let (id, _, token) = identity.sign_in(&["admin"]).await.unwrap();
-    let admin = User { id, token };
+    let admin = identity.signed_in(&["admin"]).await.unwrap();
     let err = client
         .get_model_info(admin.request(pb::GetModelInfoRequest {}))
         .await

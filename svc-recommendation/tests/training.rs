@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use shopmesh_proto::shop::recommendation::v1 as pb;
+use shopmesh_testkit::SignedIn;
 use support::*;
 use tonic::Code;
 use tonic_types::StatusExt as _;
 use uuid::Uuid;
 
 /// A few orders so every list has something to say.
-async fn some_orders(shop: &Shop) -> User {
+async fn some_orders(shop: &Shop) -> SignedIn {
     let stocked = stocked_products();
     let [a, b, c] = [0, 1, 2].map(|i| &stocked[i]);
     for _ in 0..3 {

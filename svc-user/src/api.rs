@@ -13,13 +13,14 @@ use shopmesh_proto::shop::user::v1::{
     SetDefaultAddressResponse, UpdateAddressRequest, UpdateAddressResponse, UpdateMyProfileRequest,
     UpdateMyProfileResponse,
 };
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::address::{self, AddressInput, AddressPage};
+use crate::cached_profiles::Profiles;
+use crate::error::UserError;
 use crate::profile::{NewProfile, ProfileChange};
-use crate::profiles::Profiles;
-use crate::store::{AddressRecord, ProfileRecord, Store, StoreError};
+use crate::store::{AddressRecord, ProfileRecord, Store};
 
 pub struct UserApi {
     store: Store,
@@ -32,39 +33,13 @@ impl UserApi {
     }
 
     async fn profile(&self, user_id: Uuid) -> Result<Profile, Status> {
-        self.profiles
+        let profile = self
+            .profiles
             .get(user_id)
             .await
-            .map_err(errors::internal)?
-            .map(Into::into)
-            .ok_or_else(|| errors::not_found(ErrorReason::UserNotFound, &user_id.to_string()))
-    }
-}
-
-/// The one place store errors become statuses.
-impl From<StoreError> for Status {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::ProfileNotFound(user_id) => {
-                errors::not_found(ErrorReason::UserNotFound, &user_id.to_string())
-            }
-            StoreError::AddressNotFound(id) => {
-                errors::not_found(ErrorReason::AddressNotFound, &id.to_string())
-            }
-            StoreError::AddressBookFull => errors::domain_error(
-                Code::FailedPrecondition,
-                ErrorReason::AddressBookFull,
-                format!(
-                    "the address book already holds {} addresses; delete one first",
-                    address::MAX_ADDRESSES
-                ),
-            ),
-            StoreError::SmsNeedsPhone => errors::invalid_field(
-                "profile.marketing.sms_opt_in",
-                "needs a phone number: set profile.phone too, or leave SMS marketing off",
-            ),
-            StoreError::Database(err) => errors::internal(err),
-        }
+            .map_err(UserError::from)?
+            .ok_or(UserError::ProfileNotFound(user_id))?;
+        Ok(profile.into())
     }
 }
 
@@ -155,7 +130,7 @@ impl UserService for UserApi {
             .store
             .create_profile(&new)
             .await
-            .map_err(errors::internal)?;
+            .map_err(UserError::from)?;
         if created {
             tracing::info!(user_id = %profile.user_id, caller = %service, "profile created");
         }
@@ -174,7 +149,7 @@ impl UserService for UserApi {
             .store
             .addresses(user_id, &page)
             .await
-            .map_err(errors::internal)?;
+            .map_err(UserError::from)?;
         let next_page_token = if addresses.len() > page.page_size as usize {
             addresses.truncate(page.page_size as usize);
             addresses
@@ -271,7 +246,9 @@ impl UserService for UserApi {
             .store
             .user_address(user_id, address_id)
             .await
-            .map_err(errors::internal)?
+            .map_err(UserError::from)?
+            // Names the id as the caller spelled it, as this RPC always has
+            // (`UserError::AddressNotFound` would print the canonical form).
             .ok_or_else(|| errors::not_found(ErrorReason::AddressNotFound, &request.address_id))?;
         Ok(Response::new(GetUserAddressResponse {
             address: Some(address.into()),

@@ -11,6 +11,7 @@ use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::address::{AddressInput, AddressPage, MAX_ADDRESSES};
+use crate::error::UserError;
 use crate::profile::{NewProfile, ProfileChange};
 
 /// A profile as stored, and as cached (with the version that orders cache writes).
@@ -52,24 +53,6 @@ pub struct AddressRecord {
 
 const ADDRESS_COLUMNS: &str = "id, user_id, label, recipient, line1, line2, city, region, \
      postal_code, country_code, phone, is_default, created_at, updated_at";
-
-/// What can go wrong in the store besides the database itself.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("user {0} has no profile")]
-    ProfileNotFound(Uuid),
-    #[error("address {0} not found")]
-    AddressNotFound(Uuid),
-    #[error("the address book already holds {MAX_ADDRESSES} addresses")]
-    AddressBookFull,
-    #[error("SMS marketing needs a phone number")]
-    SmsNeedsPhone,
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
-/// The CHECK constraint that keeps SMS consent tied to a phone number.
-const SMS_NEEDS_PHONE: &str = "profiles_sms_needs_phone";
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -120,7 +103,7 @@ impl Store {
         &self,
         user_id: Uuid,
         change: &ProfileChange,
-    ) -> Result<ProfileRecord, StoreError> {
+    ) -> Result<ProfileRecord, UserError> {
         let updated: Option<ProfileRecord> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE profiles SET display_name = COALESCE($2, display_name), \
                                  phone = COALESCE($3, phone), \
@@ -136,13 +119,8 @@ impl Store {
         .bind(change.sms_opt_in)
         .fetch_optional(&self.db)
         .await
-        .map_err(|err| match &err {
-            sqlx::Error::Database(db) if db.constraint() == Some(SMS_NEEDS_PHONE) => {
-                StoreError::SmsNeedsPhone
-            }
-            _ => StoreError::Database(err),
-        })?;
-        updated.ok_or(StoreError::ProfileNotFound(user_id))
+        .map_err(UserError::from_profile_update)?;
+        updated.ok_or(UserError::ProfileNotFound(user_id))
     }
 
     /// One page of the address book in list order, plus one extra row when
@@ -182,17 +160,17 @@ impl Store {
         &self,
         user_id: Uuid,
         input: &AddressInput,
-    ) -> Result<AddressRecord, StoreError> {
+    ) -> Result<AddressRecord, UserError> {
         let mut tx = self.db.begin().await?;
         if !lock_address_book(&mut tx, user_id).await? {
-            return Err(StoreError::ProfileNotFound(user_id));
+            return Err(UserError::ProfileNotFound(user_id));
         }
         let count: i64 = sqlx::query_scalar("SELECT count(*) FROM addresses WHERE user_id = $1")
             .bind(user_id)
             .fetch_one(&mut *tx)
             .await?;
         if count >= MAX_ADDRESSES {
-            return Err(StoreError::AddressBookFull);
+            return Err(UserError::AddressBookFull);
         }
         let field = |value: &Option<String>| value.clone().unwrap_or_default();
         let address: AddressRecord = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -226,7 +204,7 @@ impl Store {
         user_id: Uuid,
         id: Uuid,
         input: &AddressInput,
-    ) -> Result<AddressRecord, StoreError> {
+    ) -> Result<AddressRecord, UserError> {
         let updated: Option<AddressRecord> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE addresses SET label = COALESCE($3, label), recipient = COALESCE($4, recipient), \
                                   line1 = COALESCE($5, line1), line2 = COALESCE($6, line2), \
@@ -249,13 +227,13 @@ impl Store {
         .bind(&input.phone)
         .fetch_optional(&self.db)
         .await?;
-        updated.ok_or(StoreError::AddressNotFound(id))
+        updated.ok_or(UserError::AddressNotFound(id))
     }
 
     /// Deletes an address; when it was the default, the newest remaining one
     /// becomes the default.
     #[tracing::instrument(skip(self))]
-    pub async fn delete_address(&self, user_id: Uuid, id: Uuid) -> Result<(), StoreError> {
+    pub async fn delete_address(&self, user_id: Uuid, id: Uuid) -> Result<(), UserError> {
         let mut tx = self.db.begin().await?;
         lock_address_book(&mut tx, user_id).await?;
         let was_default: Option<bool> = sqlx::query_scalar(
@@ -266,7 +244,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         match was_default {
-            None => return Err(StoreError::AddressNotFound(id)),
+            None => return Err(UserError::AddressNotFound(id)),
             Some(true) => {
                 sqlx::query(
                     "UPDATE addresses SET is_default = true, updated_at = now() \
@@ -290,7 +268,7 @@ impl Store {
         &self,
         user_id: Uuid,
         id: Uuid,
-    ) -> Result<AddressRecord, StoreError> {
+    ) -> Result<AddressRecord, UserError> {
         let mut tx = self.db.begin().await?;
         lock_address_book(&mut tx, user_id).await?;
         let is_default: bool =
@@ -299,7 +277,7 @@ impl Store {
                 .bind(user_id)
                 .fetch_optional(&mut *tx)
                 .await?
-                .ok_or(StoreError::AddressNotFound(id))?;
+                .ok_or(UserError::AddressNotFound(id))?;
         if !is_default {
             // Two statements, old default first: the unique index is checked row by row.
             sqlx::query(
@@ -316,7 +294,7 @@ impl Store {
         }
         let address = address_in(&mut *tx, user_id, id).await?;
         tx.commit().await?;
-        address.ok_or(StoreError::AddressNotFound(id))
+        address.ok_or(UserError::AddressNotFound(id))
     }
 
     /// One address, if it belongs to `user_id`.

@@ -11,11 +11,12 @@ use shopmesh_proto::shop::user::v1::{
     Address, CreateAddressRequest, DeleteAddressRequest, GetUserAddressRequest,
     ListAddressesRequest, SetDefaultAddressRequest, UpdateAddressRequest,
 };
-use support::{Harness, Shopper, address, reason, violated_fields};
+use shopmesh_testkit::SignedIn;
+use support::{Harness, address, reason, violated_fields};
 use tonic::Code;
 use uuid::Uuid;
 
-async fn list(harness: &Harness, user: &Shopper) -> Vec<Address> {
+async fn list(harness: &Harness, user: &SignedIn) -> Vec<Address> {
     harness
         .client()
         .list_addresses(user.request(ListAddressesRequest::default()))
@@ -26,7 +27,7 @@ async fn list(harness: &Harness, user: &Shopper) -> Vec<Address> {
 }
 
 /// Labels in list order, the default marked with `*`.
-async fn book(harness: &Harness, user: &Shopper) -> Vec<String> {
+async fn book(harness: &Harness, user: &SignedIn) -> Vec<String> {
     list(harness, user)
         .await
         .into_iter()
@@ -48,7 +49,7 @@ async fn defaults_in_db(harness: &Harness, user: Uuid) -> i64 {
         .unwrap()
 }
 
-async fn set_default(harness: &Harness, user: &Shopper, id: &str) -> Address {
+async fn set_default(harness: &Harness, user: &SignedIn, id: &str) -> Address {
     harness
         .client()
         .set_default_address(user.request(SetDefaultAddressRequest { id: id.to_owned() }))

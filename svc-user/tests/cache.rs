@@ -13,12 +13,13 @@ use std::time::Duration;
 use fred::prelude::HashesInterface;
 use prost_types::FieldMask;
 use shopmesh_proto::shop::user::v1::{GetMyProfileRequest, Profile, UpdateMyProfileRequest};
-use support::{Harness, Shopper, cache_key};
+use shopmesh_testkit::SignedIn;
+use support::{Harness, cache_key};
 use svc_user::{ProfileCache, Profiles, Store};
 
 const TTL: Duration = Duration::from_secs(900);
 
-async fn rename(harness: &Harness, user: &Shopper, name: &str) -> Profile {
+async fn rename(harness: &Harness, user: &SignedIn, name: &str) -> Profile {
     harness
         .client()
         .update_my_profile(user.request(UpdateMyProfileRequest {
@@ -37,12 +38,12 @@ async fn rename(harness: &Harness, user: &Shopper, name: &str) -> Profile {
         .unwrap()
 }
 
-async fn cached_version(harness: &Harness, user: &Shopper) -> Option<i64> {
+async fn cached_version(harness: &Harness, user: &SignedIn) -> Option<i64> {
     let version: Option<String> = harness.redis.hget(cache_key(user.id), "v").await.unwrap();
     version.map(|v| v.parse().unwrap())
 }
 
-async fn stored_version(harness: &Harness, user: &Shopper) -> i64 {
+async fn stored_version(harness: &Harness, user: &SignedIn) -> i64 {
     sqlx::query_scalar("SELECT version FROM profiles WHERE user_id = $1")
         .bind(user.id)
         .fetch_one(harness.service.db())

@@ -1,9 +1,42 @@
 //! A stand-in svc-auth for the tests of the services that verify tokens: the
-//! real JWKS RPC and real sessions in Redis, with a key of its own.
+//! real JWKS RPC and real sessions in Redis, with a key of its own; the
+//! signed-in users it mints; and the credentials a test presents as another
+//! service.
 
-use shopmesh_platform::settings::Env;
+use shopmesh_platform::auth::ServiceCredentials;
+use shopmesh_platform::clients::Authenticated;
+use shopmesh_platform::settings::{Env, Secret};
 
-use crate::env::redis_url;
+use crate::env::{INTERNAL_TOKEN, redis_url};
+
+/// A user signed in through [`TestIdentity`]: a live session and a valid
+/// access token, as a shopper (or an admin) calls a service through the
+/// gateway.
+#[derive(Clone, Debug)]
+pub struct SignedIn {
+    pub id: uuid::Uuid,
+    pub session: uuid::Uuid,
+    pub token: String,
+}
+
+impl SignedIn {
+    /// `message` with this user's bearer token, as the gateway forwards it.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        with_bearer(message, &self.token)
+    }
+}
+
+/// The credentials of service `name` with the test services' shared token.
+pub fn service_credentials(name: &str) -> ServiceCredentials {
+    ServiceCredentials::new(name, &Secret::new(INTERNAL_TOKEN.to_owned()))
+        .unwrap_or_else(|err| panic!("credentials of {name}: {err}"))
+}
+
+/// `channel` presenting the credentials of service `name` on every call: a
+/// test calling INTERNAL methods as that service does.
+pub fn as_service(channel: tonic::transport::Channel, name: &str) -> Authenticated {
+    shopmesh_platform::clients::authenticated(channel, service_credentials(name))
+}
 
 /// A stand-in identity provider for tests of services other than svc-auth: it
 /// publishes one signing key over the real `AuthService.GetJwks` RPC, and mints
@@ -99,17 +132,33 @@ impl TestIdentity {
         }
     }
 
+    /// Opens a live session for a new user with `roles`.
+    pub async fn signed_in(&self, roles: &[&str]) -> anyhow::Result<SignedIn> {
+        self.signed_in_as(uuid::Uuid::now_v7(), roles).await
+    }
+
+    /// Opens a live session for `user`, one the test already knows (e.g. a
+    /// demo shopper with purchases), with `roles`.
+    pub async fn signed_in_as(&self, user: uuid::Uuid, roles: &[&str]) -> anyhow::Result<SignedIn> {
+        let session = uuid::Uuid::now_v7();
+        self.sessions
+            .open(session, user, std::time::Duration::from_secs(3600))
+            .await?;
+        let token = self.key.sign(&self.claims(user, session, roles))?;
+        Ok(SignedIn {
+            id: user,
+            session,
+            token,
+        })
+    }
+
     /// Opens a live session for a new user and returns `(user id, session id, token)`.
     pub async fn sign_in(
         &self,
         roles: &[&str],
     ) -> anyhow::Result<(uuid::Uuid, uuid::Uuid, String)> {
-        let (user, session) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
-        self.sessions
-            .open(session, user, std::time::Duration::from_secs(3600))
-            .await?;
-        let token = self.key.sign(&self.claims(user, session, roles))?;
-        Ok((user, session, token))
+        let SignedIn { id, session, token } = self.signed_in(roles).await?;
+        Ok((id, session, token))
     }
 }
 

@@ -24,7 +24,9 @@ pub use env::{
     INTERNAL_TOKEN, TEST_DATABASE_PREFIX, eventually, free_port, fresh_database_url, kafka_brokers,
     redis_url, server_url,
 };
-pub use identity::{TEST_ISSUER, TestIdentity, with_bearer};
+pub use identity::{
+    SignedIn, TEST_ISSUER, TestIdentity, as_service, service_credentials, with_bearer,
+};
 pub use kafka::{
     Record, produce_event, produce_event_on, read_topic, skip_to_end, skip_to_end_on,
     wait_for_events,

@@ -47,9 +47,9 @@ pub async fn stock_reserved(inventory: &PgPool) -> anyhow::Result<Vec<Finding>> 
 /// its newest `stock_changes` row and the sums of all its deltas: no change
 /// unlogged, none logged without being made.
 ///
-/// Guaranteed by svc-inventory's ledger (`ledger.rs`): every level change is
+/// Guaranteed by svc-inventory's ledger (`store/ledger.rs`): every level change is
 /// one guarded UPDATE with its audit rows in the same statement, and the
-/// seed and SetStock of a new SKU log the initial level (`store.rs`).
+/// seed and SetStock of a new SKU log the initial level (`store/mod.rs`).
 pub async fn stock_log(inventory: &PgPool) -> anyhow::Result<Vec<Finding>> {
     #[derive(sqlx::FromRow)]
     struct Row {

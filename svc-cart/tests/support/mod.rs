@@ -17,10 +17,9 @@ use shopmesh_proto::shop::cart::v1::{
 use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_proto::shop::product::v1::{Product, UpdateProductRequest};
-use shopmesh_testkit::{Catalog, StockFeed, TestIdentity, TestService, redis_url, with_bearer};
+use shopmesh_testkit::{Catalog, SignedIn, StockFeed, TestIdentity, TestService, redis_url};
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
-use uuid::Uuid;
 
 #[allow(unused_imports)] // for the tests that use it; not every test binary does
 pub use shopmesh_testkit::NOWHERE;
@@ -32,19 +31,7 @@ pub struct Shop {
     /// svc-product's own stock stream is not what the cart reads: it is idle.
     pub catalog: Catalog,
     pub cart: TestService,
-    admin: String,
-}
-
-/// A signed-in shopper.
-pub struct Shopper {
-    pub id: Uuid,
-    pub token: String,
-}
-
-impl Shopper {
-    pub fn request<T>(&self, message: T) -> Request<T> {
-        with_bearer(message, &self.token)
-    }
+    admin: SignedIn,
 }
 
 impl Shop {
@@ -65,7 +52,7 @@ impl Shop {
         ];
         settings.extend_from_slice(cart_settings);
         let cart = spawn_cart(auth, &settings).await;
-        let admin = identity.sign_in(&["admin"]).await.unwrap().2;
+        let admin = identity.signed_in(&["admin"]).await.unwrap();
         Self {
             identity,
             catalog,
@@ -93,31 +80,27 @@ impl Shop {
         client_of(&self.cart).await
     }
 
-    pub async fn shopper(&self) -> Shopper {
-        let (id, _, token) = self.identity.sign_in(&[]).await.unwrap();
-        Shopper { id, token }
+    pub async fn shopper(&self) -> SignedIn {
+        self.identity.signed_in(&[]).await.unwrap()
     }
 
     /// An admin changes a product's price.
     pub async fn set_price(&self, product_id: &str, amount_minor: i64) {
         let mut client = ProductServiceClient::new(self.catalog.product.channel().await.unwrap());
         client
-            .update_product(with_bearer(
-                UpdateProductRequest {
-                    product: Some(Product {
-                        id: product_id.to_owned(),
-                        price: Some(Money {
-                            currency_code: "USD".into(),
-                            amount_minor,
-                        }),
-                        ..Product::default()
+            .update_product(self.admin.request(UpdateProductRequest {
+                product: Some(Product {
+                    id: product_id.to_owned(),
+                    price: Some(Money {
+                        currency_code: "USD".into(),
+                        amount_minor,
                     }),
-                    update_mask: Some(prost_types::FieldMask {
-                        paths: vec!["price".into()],
-                    }),
-                },
-                &self.admin,
-            ))
+                    ..Product::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["price".into()],
+                }),
+            }))
             .await
             .expect("the admin changes the price");
     }

@@ -8,18 +8,16 @@
 
 use std::time::Duration;
 
-use shopmesh_platform::auth::ServiceCredentials;
-use shopmesh_platform::clients::{Authenticated, authenticated};
-use shopmesh_platform::settings::Secret;
+use shopmesh_platform::clients::Authenticated;
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_proto::shop::inventory::v1::{
     AdjustStockRequest, CommitReservationRequest, GetStockRequest, ReleaseReservationRequest,
     Reservation, ReservationLine, ReserveStockRequest, SetStockRequest, Stock,
 };
-use shopmesh_testkit::{INTERNAL_TOKEN, TestIdentity, TestService};
+use shopmesh_testkit::{SignedIn, TestIdentity, TestService, as_service};
 use sqlx::PgPool;
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
 use uuid::Uuid;
 
 pub type InventoryClient = InventoryServiceClient<Channel>;
@@ -28,22 +26,8 @@ pub type InternalClient = InventoryServiceClient<Authenticated>;
 pub struct Harness {
     pub service: TestService,
     pub identity: TestIdentity,
-    pub admin: User,
+    pub admin: SignedIn,
     channel: Channel,
-}
-
-/// A signed-in user and a valid access token for a live session.
-#[derive(Clone)]
-pub struct User {
-    pub id: Uuid,
-    token: String,
-}
-
-impl User {
-    /// `message` with this user's bearer token, as the gateway forwards it.
-    pub fn request<T>(&self, message: T) -> Request<T> {
-        shopmesh_testkit::with_bearer(message, &self.token)
-    }
 }
 
 /// Settings every test service gets unless the test says otherwise: no demo
@@ -71,11 +55,11 @@ impl Harness {
             .await
             .expect("svc-inventory starts");
         let channel = service.channel().await.expect("connects");
-        let (id, _, token) = identity.sign_in(&["admin"]).await.unwrap();
+        let admin = identity.signed_in(&["admin"]).await.unwrap();
         Self {
             service,
             identity,
-            admin: User { id, token },
+            admin,
             channel,
         }
     }
@@ -91,9 +75,8 @@ impl Harness {
     }
 
     /// A signed-in user without the admin role.
-    pub async fn shopper(&self) -> User {
-        let (id, _, token) = self.identity.sign_in(&[]).await.unwrap();
-        User { id, token }
+    pub async fn shopper(&self) -> SignedIn {
+        self.identity.signed_in(&[]).await.unwrap()
     }
 
     pub async fn set_stock(&self, sku: &str, on_hand: i64) -> Stock {
@@ -202,9 +185,7 @@ impl Replica {
 }
 
 fn internal_client(channel: Channel) -> InternalClient {
-    let credentials =
-        ServiceCredentials::new("svc-order", &Secret::new(INTERNAL_TOKEN.to_owned())).unwrap();
-    InventoryServiceClient::new(authenticated(channel, credentials))
+    InventoryServiceClient::new(as_service(channel, "svc-order"))
 }
 
 pub fn lines(wanted: &[(&str, i32)]) -> Vec<ReservationLine> {

@@ -9,10 +9,8 @@ pub mod sms;
 pub mod smtp;
 
 use shopmesh_events::{Event, EventEnvelope};
-use shopmesh_platform::auth::ServiceCredentials;
-use shopmesh_platform::settings::Secret;
 use shopmesh_testkit::{
-    INTERNAL_TOKEN, TestIdentity, TestService, kafka_brokers, skip_to_end_on, with_bearer,
+    SignedIn, TestIdentity, TestService, as_service, kafka_brokers, skip_to_end_on,
 };
 // Each test file uses some of these.
 use shopmesh_proto::shop::common::v1::Money;
@@ -25,7 +23,6 @@ use shopmesh_proto::shop::user::v1::{CreateProfileRequest, Profile, UpdateMyProf
 pub use shopmesh_testkit::{
     eventually, free_port, produce_event as produce, produce_event_on as produce_on,
 };
-use tonic::Request;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
@@ -34,22 +31,10 @@ pub use smtp::SmtpServer;
 
 pub const ORDER_TOPIC: &str = shopmesh_proto::topics::ORDER_EVENTS;
 
-/// A signed-in shopper with a profile in svc-user.
-#[derive(Clone)]
-pub struct Shopper {
-    pub id: Uuid,
-    pub email: String,
-    token: String,
-}
-
-impl Shopper {
-    pub fn request<T>(&self, message: T) -> Request<T> {
-        with_bearer(message, &self.token)
-    }
-}
-
-pub fn credentials(name: &str) -> ServiceCredentials {
-    ServiceCredentials::new(name, &Secret::new(INTERNAL_TOKEN.to_owned())).unwrap()
+/// The address `shopper`'s profile in svc-user has (see
+/// [`Fixture::create_profile`]): where their emails go.
+pub fn email_of(shopper: &SignedIn) -> String {
+    format!("shopper-{}@example.test", shopper.id.simple())
 }
 
 pub async fn start_user_service(identity: &TestIdentity, port: u16) -> TestService {
@@ -159,23 +144,16 @@ impl Fixture {
     }
 
     /// A signed-in shopper without a profile in svc-user (yet).
-    pub async fn signed_in(&self) -> Shopper {
-        let (id, _, token) = self.identity.sign_in(&[]).await.unwrap();
-        Shopper {
-            id,
-            email: format!("shopper-{}@example.test", id.simple()),
-            token,
-        }
+    pub async fn signed_in(&self) -> SignedIn {
+        self.identity.signed_in(&[]).await.unwrap()
     }
 
     /// Creates the shopper's profile, as svc-auth does at registration.
-    pub async fn create_profile(&self, shopper: &Shopper) {
-        let mut client =
-            UserServiceClient::with_interceptor(self.user_channel().await, credentials("svc-auth"));
-        client
+    pub async fn create_profile(&self, shopper: &SignedIn) {
+        UserServiceClient::new(as_service(self.user_channel().await, "svc-auth"))
             .create_profile(CreateProfileRequest {
                 user_id: shopper.id.to_string(),
-                email: shopper.email.clone(),
+                email: email_of(shopper),
                 display_name: "Ada".to_owned(),
             })
             .await
@@ -183,13 +161,13 @@ impl Fixture {
     }
 
     /// A signed-in shopper with a profile.
-    pub async fn shopper(&self) -> Shopper {
+    pub async fn shopper(&self) -> SignedIn {
         let shopper = self.signed_in().await;
         self.create_profile(&shopper).await;
         shopper
     }
 
-    pub async fn set_phone(&self, shopper: &Shopper, phone: &str) {
+    pub async fn set_phone(&self, shopper: &SignedIn, phone: &str) {
         self.user_client()
             .await
             .update_my_profile(shopper.request(UpdateMyProfileRequest {
@@ -207,7 +185,7 @@ impl Fixture {
 
     pub async fn set_preference(
         &self,
-        shopper: &Shopper,
+        shopper: &SignedIn,
         event_type: pb::NotificationEventType,
         email: bool,
         sms: bool,
@@ -228,8 +206,13 @@ impl Fixture {
             .unwrap();
     }
 
+    /// The emails the SMTP server has captured for `shopper`.
+    pub fn emails_to(&self, shopper: &SignedIn) -> Vec<smtp::Captured> {
+        self.smtp.messages_to(&email_of(shopper))
+    }
+
     /// The shopper's notifications, newest first (one page of 100).
-    pub async fn history(&self, shopper: &Shopper) -> Vec<pb::Notification> {
+    pub async fn history(&self, shopper: &SignedIn) -> Vec<pb::Notification> {
         self.client()
             .await
             .list_my_notifications(shopper.request(pb::ListMyNotificationsRequest {

@@ -13,9 +13,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use shopmesh_demo::SeedProduct;
-use shopmesh_platform::auth::ServiceCredentials;
-use shopmesh_platform::clients::{Authenticated, authenticated};
-use shopmesh_platform::settings::Secret;
+use shopmesh_platform::clients::Authenticated;
 use shopmesh_proto::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
 use shopmesh_proto::shop::inventory::v1::{GetStockRequest, Stock};
 use shopmesh_proto::shop::order::v1::order_service_client::OrderServiceClient;
@@ -28,9 +26,7 @@ use shopmesh_proto::shop::payment::v1::payment_service_server::{
     PaymentService, PaymentServiceServer,
 };
 use shopmesh_proto::shop::payment::v1::{self as payment, ListOrderPaymentsRequest, Payment};
-use shopmesh_testkit::{
-    Catalog, INTERNAL_TOKEN, StockFeed, TestIdentity, TestService, with_bearer,
-};
+use shopmesh_testkit::{Catalog, SignedIn, StockFeed, TestIdentity, TestService, as_service};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -39,23 +35,6 @@ pub type InternalOrderClient = OrderServiceClient<Authenticated>;
 
 pub const APPROVED: &str = "4242424242424242";
 pub const DECLINED: &str = "4000000000000002";
-
-/// A signed-in user with a valid access token.
-#[derive(Clone)]
-pub struct User {
-    pub id: Uuid,
-    token: String,
-}
-
-impl User {
-    pub fn request<T>(&self, message: T) -> Request<T> {
-        with_bearer(message, &self.token)
-    }
-}
-
-pub fn credentials(name: &str) -> ServiceCredentials {
-    ServiceCredentials::new(name, &Secret::new(INTERNAL_TOKEN.to_owned())).unwrap()
-}
 
 /// Settings every svc-order under test gets unless the test says otherwise.
 const ORDER_DEFAULTS: &[(&str, &str)] = &[
@@ -69,7 +48,7 @@ pub struct Shop {
     pub payment: TestService,
     order: Option<TestService>,
     pub gate: PaymentGate,
-    pub admin: User,
+    pub admin: SignedIn,
     /// svc-order's consumer group (its payment ledger): this shop's own, so
     /// tests running at once do not share `shop.payment.events` partitions.
     pub consumer_group: String,
@@ -107,14 +86,14 @@ impl Shop {
         .await
         .expect("svc-payment starts");
         let gate = PaymentGate::start(&payment.endpoint()).await;
-        let (id, _, token) = identity.sign_in(&["admin"]).await.unwrap();
+        let admin = identity.signed_in(&["admin"]).await.unwrap();
         Self {
             identity,
             catalog,
             payment,
             order: None,
             gate,
-            admin: User { id, token },
+            admin,
             consumer_group: format!("svc-order-test-{}", Uuid::now_v7().simple()),
         }
     }
@@ -181,9 +160,8 @@ impl Shop {
             .expect("svc-order starts again")
     }
 
-    pub async fn shopper(&self) -> User {
-        let (id, _, token) = self.identity.sign_in(&[]).await.unwrap();
-        User { id, token }
+    pub async fn shopper(&self) -> SignedIn {
+        self.identity.signed_in(&[]).await.unwrap()
     }
 
     /// svc-order as svc-cart calls it (CreateOrder is INTERNAL).
@@ -228,7 +206,7 @@ impl Shop {
     }
 
     /// The order's payments as its owner sees them.
-    pub async fn payments(&self, user: &User, order_id: &str) -> Vec<Payment> {
+    pub async fn payments(&self, user: &SignedIn, order_id: &str) -> Vec<Payment> {
         PaymentServiceClient::new(self.payment.channel().await.unwrap())
             .list_order_payments(user.request(ListOrderPaymentsRequest {
                 order_id: order_id.into(),
@@ -241,7 +219,7 @@ impl Shop {
             .payments
     }
 
-    pub async fn get(&self, user: &User, id: &str) -> Result<Order, Status> {
+    pub async fn get(&self, user: &SignedIn, id: &str) -> Result<Order, Status> {
         self.orders()
             .await
             .get_order(user.request(GetOrderRequest { id: id.into() }))
@@ -249,7 +227,7 @@ impl Shop {
             .map(|r| r.into_inner().order.unwrap())
     }
 
-    pub async fn history(&self, user: &User, id: &str) -> Vec<StatusChange> {
+    pub async fn history(&self, user: &SignedIn, id: &str) -> Vec<StatusChange> {
         self.orders()
             .await
             .list_order_status_history(user.request(ListOrderStatusHistoryRequest {
@@ -266,7 +244,7 @@ impl Shop {
     /// Polls the order until `done` says yes (at most `within`).
     pub async fn wait_for(
         &self,
-        user: &User,
+        user: &SignedIn,
         id: &str,
         within: Duration,
         done: impl Fn(&Order) -> bool,
@@ -306,7 +284,7 @@ fn borrowed(settings: &[(String, String)]) -> Vec<(&str, &str)> {
 
 pub async fn as_cart(order: &TestService) -> InternalOrderClient {
     let channel = order.channel().await.unwrap();
-    OrderServiceClient::new(authenticated(channel, credentials("svc-cart")))
+    OrderServiceClient::new(as_service(channel, "svc-cart"))
 }
 
 /// Demo products with at least `min_stock` units, in catalog order.
@@ -333,7 +311,7 @@ pub fn address() -> ShippingAddress {
 
 pub fn checkout(
     key: &str,
-    user: &User,
+    user: &SignedIn,
     lines: &[(&SeedProduct, i32)],
     card: &str,
 ) -> CreateOrderRequest {
@@ -395,7 +373,7 @@ impl PaymentGate {
             url: format!("http://{}", listener.local_addr().unwrap()),
             mode: Arc::new(AtomicU8::new(GATE_CLOSED)),
             swallowed: Arc::new(tokio::sync::watch::Sender::new(0)),
-            real: PaymentServiceClient::new(authenticated(channel, credentials("svc-order"))),
+            real: PaymentServiceClient::new(as_service(channel, "svc-order")),
         };
         let service = PaymentServiceServer::new(gate.clone());
         tokio::spawn(async move {

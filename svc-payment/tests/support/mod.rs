@@ -8,8 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use shopmesh_platform::auth::ServiceCredentials;
-use shopmesh_platform::clients::{Authenticated, authenticated};
+use shopmesh_platform::clients::Authenticated;
 use shopmesh_platform::settings::Secret;
 use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::payment::v1::payment_method::Method;
@@ -18,10 +17,10 @@ use shopmesh_proto::shop::payment::v1::{
     AuthorizePaymentRequest, CapturePaymentRequest, Payment, PaymentMethod, RefundPaymentRequest,
     VoidPaymentRequest,
 };
-use shopmesh_testkit::{INTERNAL_TOKEN, TestIdentity, TestService, with_bearer};
+use shopmesh_testkit::{SignedIn, TestIdentity, TestService, as_service};
 use svc_payment::provider::simulated::SimulatedNetwork;
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
 use uuid::Uuid;
 
 pub type PaymentClient = PaymentServiceClient<Channel>;
@@ -51,21 +50,8 @@ pub struct Harness {
     pub service: TestService,
     pub identity: TestIdentity,
     pub network: Arc<SimulatedNetwork>,
-    pub admin: User,
+    pub admin: SignedIn,
     channel: Channel,
-}
-
-/// A signed-in user and a valid access token for a live session.
-#[derive(Clone)]
-pub struct User {
-    pub id: Uuid,
-    token: String,
-}
-
-impl User {
-    pub fn request<T>(&self, message: T) -> Request<T> {
-        with_bearer(message, &self.token)
-    }
 }
 
 /// Calls the simulated network received so far: (authorize, capture, void, refund).
@@ -98,12 +84,12 @@ impl Harness {
         .await
         .expect("svc-payment starts");
         let channel = service.channel().await.expect("connects");
-        let (id, _, token) = identity.sign_in(&["admin"]).await.unwrap();
+        let admin = identity.signed_in(&["admin"]).await.unwrap();
         Self {
             service,
             identity,
             network,
-            admin: User { id, token },
+            admin,
             channel,
         }
     }
@@ -115,15 +101,12 @@ impl Harness {
 
     /// A client calling as svc-order does, with the service credential.
     pub fn as_svc_order(&self) -> InternalClient {
-        let credentials =
-            ServiceCredentials::new("svc-order", &Secret::new(INTERNAL_TOKEN.to_owned())).unwrap();
-        PaymentServiceClient::new(authenticated(self.channel.clone(), credentials))
+        PaymentServiceClient::new(as_service(self.channel.clone(), "svc-order"))
     }
 
     /// A signed-in user without the admin role.
-    pub async fn shopper(&self) -> User {
-        let (id, _, token) = self.identity.sign_in(&[]).await.unwrap();
-        User { id, token }
+    pub async fn shopper(&self) -> SignedIn {
+        self.identity.signed_in(&[]).await.unwrap()
     }
 
     pub fn calls(&self) -> Calls {
@@ -146,7 +129,7 @@ impl Harness {
     /// Authorizes `amount_minor` USD on `card` for a new order of `user`.
     pub async fn authorize_card(
         &self,
-        user: &User,
+        user: &SignedIn,
         card: &str,
         amount_minor: i64,
     ) -> Result<Payment, Status> {
@@ -199,7 +182,7 @@ impl Harness {
     }
 
     /// An authorized and captured payment of `amount_minor` USD.
-    pub async fn captured_payment(&self, user: &User, amount_minor: i64) -> Payment {
+    pub async fn captured_payment(&self, user: &SignedIn, amount_minor: i64) -> Payment {
         let payment = self.authorize_card(user, VISA, amount_minor).await.unwrap();
         self.capture(&payment.id, &key()).await.unwrap()
     }

@@ -217,6 +217,14 @@ impl Store {
     }
 }
 
+/// The name of the database the pool is connected to (the default cache
+/// prefix, so catalogs sharing a Redis stay apart).
+pub async fn database_name(db: &PgPool) -> sqlx::Result<String> {
+    sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(db)
+        .await
+}
+
 /// Total, category roll-up, attribute values and price buckets of every product
 /// `text` and `filters` match, in one statement.
 async fn facets(

@@ -1,7 +1,24 @@
 //! The local copy of available stock per SKU, fed by svc-inventory's WatchStock.
 
+use chrono::{DateTime, Utc};
 use shopmesh_inventory_client::StockLevel;
 use sqlx::PgPool;
+
+/// Every stored level, as last reported.
+pub async fn stored_levels(db: &PgPool) -> sqlx::Result<Vec<StockLevel>> {
+    let rows: Vec<(String, i64, DateTime<Utc>)> =
+        sqlx::query_as("SELECT sku, available, updated_at FROM stock_levels")
+            .fetch_all(db)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(sku, available, updated_at)| StockLevel {
+            sku,
+            available,
+            updated_at,
+        })
+        .collect())
+}
 
 /// Stores reported levels, the newest report per SKU winning (a report older
 /// than the stored one changes nothing). Returns how many SKUs went from in

@@ -13,9 +13,9 @@ use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::events::v1::{OrderConfirmed, OrderLine, OrderRefunded};
 use shopmesh_proto::shop::recommendation::v1 as pb;
 use shopmesh_proto::shop::recommendation::v1::recommendation_service_client::RecommendationServiceClient;
-use shopmesh_testkit::{Catalog, StockFeed, TestIdentity, TestService, with_bearer};
+use shopmesh_testkit::{Catalog, SignedIn, StockFeed, TestIdentity, TestService};
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
 use uuid::Uuid;
 
 pub use shopmesh_testkit::eventually;
@@ -35,24 +35,11 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("DB_ACQUIRE_TIMEOUT_SECONDS", "30"),
 ];
 
-/// A signed-in user.
-#[derive(Clone)]
-pub struct User {
-    pub id: Uuid,
-    pub token: String,
-}
-
-impl User {
-    pub fn request<T>(&self, message: T) -> Request<T> {
-        with_bearer(message, &self.token)
-    }
-}
-
 pub struct Shop {
     pub identity: TestIdentity,
     pub catalog: Catalog,
     pub recommendation: TestService,
-    pub admin: User,
+    pub admin: SignedIn,
 }
 
 impl Shop {
@@ -67,7 +54,7 @@ impl Shop {
         let auth = identity.auth_url.clone();
         // svc-product's own stock stream is not what recommendations read.
         let catalog = Catalog::start(&identity, StockFeed::Ignored, &[]).await;
-        let (id, _, token) = identity.sign_in(&["admin"]).await.unwrap();
+        let admin = identity.signed_in(&["admin"]).await.unwrap();
         let recommendation = spawn_recommendation(
             &auth,
             &catalog.product.endpoint(),
@@ -77,7 +64,6 @@ impl Shop {
         .await;
         // With no model persisted, the service trains one at start (from the
         // catalog alone here): tests begin once it serves it.
-        let admin = User { id, token };
         model_served(&recommendation, &admin).await;
         Self {
             identity,
@@ -103,9 +89,8 @@ impl Shop {
         client_of(&self.recommendation).await
     }
 
-    pub async fn shopper(&self) -> User {
-        let (id, _, token) = self.identity.sign_in(&[]).await.unwrap();
-        User { id, token }
+    pub async fn shopper(&self) -> SignedIn {
+        self.identity.signed_in(&[]).await.unwrap()
     }
 
     /// TrainModel as the admin.
@@ -149,7 +134,7 @@ pub async fn client_of(service: &TestService) -> Client {
     RecommendationServiceClient::new(service.channel().await.expect("connects"))
 }
 
-pub async fn train_on(service: &TestService, admin: &User) -> pb::ModelInfo {
+pub async fn train_on(service: &TestService, admin: &SignedIn) -> pb::ModelInfo {
     client_of(service)
         .await
         .train_model(admin.request(pb::TrainModelRequest {}))
@@ -161,7 +146,7 @@ pub async fn train_on(service: &TestService, admin: &User) -> pb::ModelInfo {
 }
 
 /// The model `service` serves, once it serves one.
-pub async fn model_served(service: &TestService, admin: &User) -> pb::ModelInfo {
+pub async fn model_served(service: &TestService, admin: &SignedIn) -> pb::ModelInfo {
     let client = client_of(service).await;
     eventually("a model is served", || {
         let mut client = client.clone();
@@ -370,7 +355,7 @@ pub async fn together_settled(
 /// RecommendForMe for `user` once it settles on a non-empty list.
 pub async fn for_me_settled(
     client: &Client,
-    user: &User,
+    user: &SignedIn,
     page_size: i32,
 ) -> pb::RecommendForMeResponse {
     settled("recommendations for a shopper", || {

@@ -6,17 +6,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use fred::prelude::{Client, KeysInterface};
-use shopmesh_platform::auth::ServiceCredentials;
-use shopmesh_platform::clients::{Authenticated, authenticated};
-use shopmesh_platform::settings::{Env, RedisSettings, Secret};
+use shopmesh_platform::clients::Authenticated;
+use shopmesh_platform::settings::{Env, RedisSettings};
 use shopmesh_proto::shop::user::v1::user_service_client::UserServiceClient;
 use shopmesh_proto::shop::user::v1::{
     Address, CreateAddressRequest, CreateProfileRequest, GetMyProfileRequest, GetProfileRequest,
     Profile,
 };
-use shopmesh_testkit::{INTERNAL_TOKEN, TestIdentity, TestService, redis_url};
+use shopmesh_testkit::{SignedIn, TestIdentity, TestService, as_service, redis_url};
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
 use uuid::Uuid;
 
 pub type UserClient = UserServiceClient<Channel>;
@@ -28,21 +27,6 @@ pub struct Harness {
     /// Redis as the service sees it, to look at (or evict) cache entries.
     pub redis: Client,
     channel: Channel,
-}
-
-/// A signed-in user: their id and a valid access token for a live session.
-#[derive(Clone)]
-pub struct Shopper {
-    pub id: Uuid,
-    pub session: Uuid,
-    token: String,
-}
-
-impl Shopper {
-    /// `message` with this user's bearer token, as the gateway forwards it.
-    pub fn request<T>(&self, message: T) -> Request<T> {
-        shopmesh_testkit::with_bearer(message, &self.token)
-    }
 }
 
 impl Harness {
@@ -69,39 +53,36 @@ impl Harness {
         }
     }
 
-    /// A client with no credentials of its own (add a shopper's with `Shopper::request`).
+    /// A client with no credentials of its own (add a shopper's with `SignedIn::request`).
     pub fn client(&self) -> UserClient {
         UserServiceClient::new(self.channel.clone())
     }
 
     /// A client calling as svc-auth does, with the service credential.
     pub fn as_svc_auth(&self) -> InternalClient {
-        let credentials =
-            ServiceCredentials::new("svc-auth", &Secret::new(INTERNAL_TOKEN.to_owned())).unwrap();
-        UserServiceClient::new(authenticated(self.channel.clone(), credentials))
+        UserServiceClient::new(as_service(self.channel.clone(), "svc-auth"))
     }
 
     /// A signed-in user whose profile does not exist (yet).
-    pub async fn signed_in(&self, roles: &[&str]) -> Shopper {
-        let (id, session, token) = self.identity.sign_in(roles).await.unwrap();
-        Shopper { id, session, token }
+    pub async fn signed_in(&self, roles: &[&str]) -> SignedIn {
+        self.identity.signed_in(roles).await.unwrap()
     }
 
     /// A registered shopper: signed in, profile created as svc-auth does it.
-    pub async fn shopper(&self, display_name: &str) -> Shopper {
+    pub async fn shopper(&self, display_name: &str) -> SignedIn {
         let shopper = self.signed_in(&[]).await;
         self.register(&shopper, display_name).await;
         shopper
     }
 
     /// A registered user with the admin role.
-    pub async fn admin(&self) -> Shopper {
+    pub async fn admin(&self) -> SignedIn {
         let admin = self.signed_in(&["admin"]).await;
         self.register(&admin, "Support Agent").await;
         admin
     }
 
-    pub async fn register(&self, user: &Shopper, display_name: &str) -> Profile {
+    pub async fn register(&self, user: &SignedIn, display_name: &str) -> Profile {
         self.as_svc_auth()
             .create_profile(CreateProfileRequest {
                 user_id: user.id.to_string(),
@@ -115,7 +96,7 @@ impl Harness {
             .unwrap()
     }
 
-    pub async fn my_profile(&self, user: &Shopper) -> Profile {
+    pub async fn my_profile(&self, user: &SignedIn) -> Profile {
         self.client()
             .get_my_profile(user.request(GetMyProfileRequest {}))
             .await
@@ -126,7 +107,7 @@ impl Harness {
     }
 
     /// GetProfile (the admin read) of `user_id`, called by `caller`.
-    pub async fn profile_as(&self, caller: &Shopper, user_id: &str) -> Result<Profile, Status> {
+    pub async fn profile_as(&self, caller: &SignedIn, user_id: &str) -> Result<Profile, Status> {
         self.client()
             .get_profile(caller.request(GetProfileRequest {
                 user_id: user_id.to_owned(),
@@ -135,7 +116,7 @@ impl Harness {
             .map(|response| response.into_inner().profile.unwrap())
     }
 
-    pub async fn add_address(&self, user: &Shopper, label: &str) -> Address {
+    pub async fn add_address(&self, user: &SignedIn, label: &str) -> Address {
         self.client()
             .create_address(user.request(CreateAddressRequest {
                 address: Some(address(label)),

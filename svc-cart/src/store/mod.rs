@@ -1,4 +1,4 @@
-//! Carts in Redis: one hash per cart, changed only by Lua scripts.
+//! Carts in Redis: one hash per cart, changed only by Lua scripts ([`scripts`]).
 //!
 //! Keys:
 //! - `cart:<cart id>`: an anonymous cart; its TTL is the idle lifetime
@@ -39,7 +39,9 @@
 //! still run: the shopper sees an error for a change that did happen, as with
 //! any timed-out write, and sees the truth on the next read.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod scripts;
+
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -50,215 +52,17 @@ use shopmesh_platform::redis::bounded;
 use shopmesh_proto::shop::order::v1::{CreateOrderLine, CreateOrderRequest};
 use uuid::Uuid;
 
+use crate::cart::{AddedLine, CartRecord, CartRef, LineRecord, MAX_LINES, MAX_QUANTITY, now_ms};
+use crate::checkout::CheckoutAttempt;
 use crate::error::CartError;
-
-/// Lines a cart may hold.
-pub const MAX_LINES: usize = 100;
-/// Units a line may hold.
-pub const MAX_QUANTITY: i32 = 99;
+use scripts::{ADD, CHECKED_OUT, CLEAR, CREATE, MERGE, READ, RECORD_CHECKOUT, REMOVE, UPDATE};
 
 /// How long one Redis call may take before the client is told UNAVAILABLE.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Shared by every script. KEYS[1]: the cart; ARGV[1]: now (ms); ARGV[2]: the
-/// idle TTL in seconds (0: none); ARGV[3]: the id of a cart created now;
-/// ARGV[4]: its owner, empty for an anonymous cart, which scripts never create
-/// (an unknown or expired anonymous cart stays NOT_FOUND).
-macro_rules! cart_script {
-    ($body:literal) => {
-        concat!(
-            r"
-local cart = KEYS[1]
-local now, ttl = ARGV[1], tonumber(ARGV[2])
-local function open(key)
-  if redis.call('EXISTS', key) == 1 then return true end
-  if ARGV[4] == '' then return false end
-  redis.call('HSET', key, 'id', ARGV[3], 'user', ARGV[4], 'created', now, 'updated', now, 'seq', 0)
-  return true
-end
-local function touch(key)
-  redis.call('HSET', key, 'updated', now)
-  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
-end
-local function skus(key)
-  local found = {}
-  for _, field in ipairs(redis.call('HKEYS', key)) do
-    if string.sub(field, 1, 2) == 'q:' then found[#found + 1] = string.sub(field, 3) end
-  end
-  return found
-end
-local function drop(key, sku)
-  return redis.call('HDEL', key, 'q:' .. sku, 'o:' .. sku, 'l:' .. sku)
-end
-local function reply(status, key)
-  return {status, redis.call('PTTL', key), redis.call('HGETALL', key)}
-end
-local function refuse(status, number)
-  return {status, number, {}}
-end
-",
-            $body
-        )
-    };
-}
-
-const READ: &str = cart_script!(
-    r"
-if not open(cart) then return refuse('NOT_FOUND', 0) end
-return reply('OK', cart)
-"
-);
-
-const CREATE: &str = cart_script!(
-    r"
-redis.call('HSET', cart, 'id', ARGV[3], 'user', '', 'created', now, 'updated', now, 'seq', 0)
-redis.call('EXPIRE', cart, ttl)
-return reply('OK', cart)
-"
-);
-
-/// ARGV[5]: SKU; ARGV[6]: units to add; ARGV[7]: the line's JSON, kept when the
-/// line is new; ARGV[8]: most lines; ARGV[9]: most units per line.
-const ADD: &str = cart_script!(
-    r"
-if not open(cart) then return refuse('NOT_FOUND', 0) end
-local sku, add = ARGV[5], tonumber(ARGV[6])
-local current = tonumber(redis.call('HGET', cart, 'q:' .. sku) or 0)
-if current + add > tonumber(ARGV[9]) then return refuse('TOO_MANY_UNITS', current + add) end
-if current == 0 then
-  local lines = #skus(cart)
-  if lines >= tonumber(ARGV[8]) then return refuse('CART_FULL', lines + 1) end
-  local seq = redis.call('HINCRBY', cart, 'seq', 1)
-  redis.call('HSET', cart, 'o:' .. sku, seq, 'l:' .. sku, ARGV[7])
-end
-redis.call('HINCRBY', cart, 'q:' .. sku, add)
-touch(cart)
-return reply('OK', cart)
-"
-);
-
-/// ARGV[5]: SKU; ARGV[6]: the new quantity, 0 removes the line.
-const UPDATE: &str = cart_script!(
-    r"
-if not open(cart) then return refuse('NOT_FOUND', 0) end
-local sku, quantity = ARGV[5], tonumber(ARGV[6])
-if redis.call('HEXISTS', cart, 'q:' .. sku) == 0 then return refuse('LINE_NOT_FOUND', 0) end
-if quantity == 0 then drop(cart, sku) else redis.call('HSET', cart, 'q:' .. sku, quantity) end
-touch(cart)
-return reply('OK', cart)
-"
-);
-
-/// ARGV[5]: SKU. Removing a line that is not there changes nothing.
-const REMOVE: &str = cart_script!(
-    r"
-if not open(cart) then return refuse('NOT_FOUND', 0) end
-if drop(cart, ARGV[5]) == 0 then return reply('UNCHANGED', cart) end
-touch(cart)
-return reply('OK', cart)
-"
-);
-
-const CLEAR: &str = cart_script!(
-    r"
-if not open(cart) then return refuse('NOT_FOUND', 0) end
-local lines = skus(cart)
-if #lines == 0 then return reply('UNCHANGED', cart) end
-for _, sku in ipairs(lines) do drop(cart, sku) end
-touch(cart)
-return reply('OK', cart)
-"
-);
-
-/// KEYS[1]: the user's cart (created when missing); KEYS[2]: the anonymous
-/// cart, deleted once its lines moved. ARGV[5]: most lines; ARGV[6]: most
-/// units per line. All or nothing: a merge that would exceed the line limit
-/// changes neither cart.
-const MERGE: &str = cart_script!(
-    r"
-open(cart)
-local from = KEYS[2]
-if redis.call('EXISTS', from) == 0 then return reply('UNCHANGED', cart) end
-local incoming = {}
-for _, sku in ipairs(skus(from)) do
-  incoming[#incoming + 1] = {sku = sku, seq = tonumber(redis.call('HGET', from, 'o:' .. sku)) or 0}
-end
-table.sort(incoming, function(a, b) return a.seq < b.seq end)
-local lines = #skus(cart)
-for _, line in ipairs(incoming) do
-  if redis.call('HEXISTS', cart, 'q:' .. line.sku) == 0 then lines = lines + 1 end
-end
-if lines > tonumber(ARGV[5]) then return refuse('CART_FULL', lines) end
-for _, line in ipairs(incoming) do
-  local sku = line.sku
-  local units = tonumber(redis.call('HGET', from, 'q:' .. sku))
-  local current = tonumber(redis.call('HGET', cart, 'q:' .. sku) or 0)
-  if current == 0 then
-    local seq = redis.call('HINCRBY', cart, 'seq', 1)
-    redis.call('HSET', cart, 'o:' .. sku, seq, 'l:' .. sku, redis.call('HGET', from, 'l:' .. sku))
-  end
-  redis.call('HSET', cart, 'q:' .. sku, math.min(current + units, tonumber(ARGV[6])))
-end
-redis.call('DEL', from)
-if #incoming > 0 then touch(cart) end
-return reply('OK', cart)
-"
-);
-
-/// KEYS[2]: the user's checkout attempts. ARGV[5]: the idempotency key;
-/// ARGV[6]: the attempt as JSON; ARGV[7]: seconds the attempts are kept. The
-/// first attempt recorded for a key wins: a concurrent or later one with the
-/// same key gets it back instead of its own.
-const RECORD_CHECKOUT: &str = r"
-local attempts, key = KEYS[2], ARGV[5]
-local existing = redis.call('HGET', attempts, key)
-if existing then return {'EXISTING', existing} end
-redis.call('HSET', attempts, key, ARGV[6])
-redis.call('EXPIRE', attempts, tonumber(ARGV[7]))
-return {'RECORDED', ARGV[6]}
-";
-
-/// KEYS[2]: the user's checkout attempts. ARGV[5]: the order id; ARGV[6]: the
-/// idempotency key; then pairs of SKU and ordered units. Takes what the order
-/// bought out of the cart (a line drops at 0 or below; a line or units added
-/// meanwhile stay), once per order: the marker `checked_out:<order id>` is set
-/// in the same step, so a repeat changes nothing.
-const CHECKED_OUT: &str = cart_script!(
-    r"
-open(cart)
-local attempts, marker = KEYS[2], 'checked_out:' .. ARGV[5]
-if redis.call('HEXISTS', attempts, marker) == 1 then return reply('UNCHANGED', cart) end
-local changed = false
-for i = 7, #ARGV, 2 do
-  local sku, ordered = ARGV[i], tonumber(ARGV[i + 1])
-  local current = tonumber(redis.call('HGET', cart, 'q:' .. sku) or 0)
-  if current > 0 then
-    changed = true
-    if current - ordered <= 0 then drop(cart, sku) else redis.call('HSET', cart, 'q:' .. sku, current - ordered) end
-  end
-end
-redis.call('HSET', attempts, marker, ARGV[6])
-if changed then touch(cart) end
-return reply('OK', cart)
-"
-);
-
 /// How long a user's checkout attempts are remembered after their last
 /// checkout: the window in which a repeated Checkout replays its order.
 pub const CHECKOUT_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// A checkout attempt, recorded under its idempotency key before CreateOrder
-/// is first called: a repeat sends the same request again (CreateOrder is
-/// idempotent per user and key), whatever the cart or the address book holds
-/// by then.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CheckoutAttempt {
-    /// The address id the attempt named (a repeat naming another is refused).
-    pub shipping_address_id: String,
-    /// CreateOrder as first sent: lines from the cart, the resolved address;
-    /// never the payment method, which is not stored.
-    pub order: CreateOrderRequest,
-}
 
 /// How an attempt is stored: JSON around the protobuf of the request.
 #[derive(Serialize, Deserialize)]
@@ -293,18 +97,10 @@ impl CheckoutAttempt {
     }
 }
 
-/// Which cart a call is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CartRef {
-    /// A cart id from CreateCart.
-    Anonymous(Uuid),
-    /// "mine": the signed-in user's cart.
-    User(Uuid),
-}
-
+/// Where a cart is in Redis, and how the store names it in a refusal.
 impl CartRef {
     /// The cart's Redis key.
-    pub fn key(&self) -> String {
+    fn key(&self) -> String {
         match self {
             Self::Anonymous(id) => format!("cart:{id}"),
             Self::User(user) => format!("cart:user:{user}"),
@@ -317,56 +113,6 @@ impl CartRef {
             Self::Anonymous(id) => id.to_string(),
             Self::User(_) => "mine".to_owned(),
         }
-    }
-}
-
-/// A price as seen when a line was added.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeenPrice {
-    pub currency_code: String,
-    pub amount_minor: i64,
-}
-
-/// What a line remembers of the moment it was first added (`l:<sku>`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AddedLine {
-    pub product_id: String,
-    /// Shown only once the product is gone from the catalog.
-    pub name: String,
-    pub image_url: String,
-    pub add_time_ms: i64,
-    pub price: SeenPrice,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LineRecord {
-    pub sku: String,
-    pub quantity: i32,
-    /// Position: lines show in the order they were first added.
-    pub seq: i64,
-    pub added: AddedLine,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CartRecord {
-    pub id: String,
-    /// The owner of a user's cart; empty for an anonymous cart.
-    pub user_id: String,
-    pub create_time_ms: i64,
-    pub update_time_ms: i64,
-    /// When an anonymous cart expires unless changed (ms since the epoch).
-    pub expire_time_ms: Option<i64>,
-    /// In the order they were first added.
-    pub lines: Vec<LineRecord>,
-}
-
-impl CartRecord {
-    pub fn product_ids(&self) -> impl Iterator<Item = &str> {
-        self.lines.iter().map(|l| l.added.product_id.as_str())
-    }
-
-    pub fn skus(&self) -> impl Iterator<Item = &str> {
-        self.lines.iter().map(|l| l.sku.as_str())
     }
 }
 
@@ -581,14 +327,6 @@ fn attempt_from_json(key: &str, json: &str) -> Result<CheckoutAttempt, CartError
     })
 }
 
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
 /// Turns a script's `{status, number, fields}` into the cart or the refusal.
 fn decode(cart: &CartRef, key: &str, reply: Value) -> Result<Changed, CartError> {
     let corrupt = |reason: &str| CartError::Corrupt {
@@ -705,6 +443,7 @@ fn cart_from_fields(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cart::SeenPrice;
 
     fn line_json(product: &str) -> String {
         serde_json::to_string(&AddedLine {

@@ -10,7 +10,8 @@ use sqlx::postgres::PgArguments;
 use sqlx::{Arguments, PgConnection};
 use uuid::Uuid;
 
-use crate::stock::{ChangeKind, InventoryError, StockLevel};
+use crate::error::InventoryError;
+use crate::stock::{ChangeKind, StockLevel};
 
 /// Who changed the stock and why, for the audit log.
 #[derive(Clone, Copy, Debug)]

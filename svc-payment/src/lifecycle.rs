@@ -15,12 +15,13 @@ use chrono::Utc;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::error::PaymentError;
 use crate::events;
 use crate::payment::{
-    AuthorizeCommand, MethodInput, Money, Payment, PaymentError, PaymentStatus, RefundCommand,
-    Transaction, TransactionKind, TransactionStatus,
+    AuthorizeCommand, MethodInput, Money, Payment, PaymentStatus, RefundCommand, Transaction,
+    TransactionKind, TransactionStatus,
 };
-use crate::provider::{AuthorizeCall, Outcome, Provider, TokenizeError, Tokenized};
+use crate::provider::{AuthorizeCall, Outcome, Provider, Tokenized};
 use crate::store::{self, NewPayment, NewTransaction};
 
 /// How often a caller waiting on another caller's provider call looks again.
@@ -44,13 +45,7 @@ impl Payments {
     }
 
     pub async fn tokenize(&self, method: &MethodInput) -> Result<Tokenized, PaymentError> {
-        self.provider
-            .tokenize(method)
-            .await
-            .map_err(|err| match err {
-                TokenizeError::Invalid(reason) => PaymentError::InvalidMethod(reason),
-                TokenizeError::Unavailable(_) => PaymentError::ProviderUnavailable,
-            })
+        Ok(self.provider.tokenize(method).await?)
     }
 
     /// Creates the payment for the key (PENDING), asks the provider, and
@@ -248,20 +243,10 @@ impl Payments {
 
     /// The payment with its transactions.
     pub async fn load(&self, id: Uuid) -> Result<Payment, PaymentError> {
-        let mut tx = self.snapshot().await?;
+        let mut tx = store::begin_snapshot(&self.db).await?;
         let payment = store::payment(&mut tx, id).await?;
         tx.commit().await?;
         payment.ok_or(PaymentError::NotFound(id))
-    }
-
-    /// A read-only transaction that sees one snapshot, so a payment and its
-    /// transactions are read as one state change left them.
-    async fn snapshot(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, PaymentError> {
-        let mut tx = self.db.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
     }
 
     pub async fn order_payments(
@@ -271,7 +256,7 @@ impl Payments {
         after: Option<(chrono::DateTime<Utc>, Uuid)>,
         limit: i64,
     ) -> Result<Vec<Payment>, PaymentError> {
-        let mut tx = self.snapshot().await?;
+        let mut tx = store::begin_snapshot(&self.db).await?;
         let payments = store::order_payments(&mut tx, order_id, owner, after, limit).await?;
         tx.commit().await?;
         Ok(payments)
@@ -426,7 +411,7 @@ async fn record_answer(
             .await?;
             payment.status = PaymentStatus::Authorized;
             payment.authorization_reference = reference.map(str::to_owned);
-            publish(
+            events::publish(
                 conn,
                 payment_id,
                 &events::authorized(&payment, &settled, at),
@@ -439,19 +424,19 @@ async fn record_answer(
             payment.status = PaymentStatus::Failed;
             payment.failure_code = Some(code.to_owned());
             payment.failure_message = Some(message.to_owned());
-            publish(conn, payment_id, &events::failed(&payment, at)).await?;
+            events::publish(conn, payment_id, &events::failed(&payment, at)).await?;
         }
         (TransactionKind::Capture, None) => {
             let captured = transaction.amount.amount_minor;
             store::record_money(conn, payment_id, PaymentStatus::Captured, captured, 0).await?;
             payment.status = PaymentStatus::Captured;
             payment.captured_minor = captured;
-            publish(conn, payment_id, &events::captured(&payment, &settled, at)).await?;
+            events::publish(conn, payment_id, &events::captured(&payment, &settled, at)).await?;
         }
         (TransactionKind::Void, None) => {
             store::record_money(conn, payment_id, PaymentStatus::Voided, 0, 0).await?;
             payment.status = PaymentStatus::Voided;
-            publish(conn, payment_id, &events::voided(&payment, &settled, at)).await?;
+            events::publish(conn, payment_id, &events::voided(&payment, &settled, at)).await?;
         }
         (TransactionKind::Refund, None) => {
             let refunded = payment.refunded_minor + transaction.amount.amount_minor;
@@ -463,29 +448,12 @@ async fn record_answer(
             store::record_money(conn, payment_id, status, payment.captured_minor, refunded).await?;
             payment.status = status;
             payment.refunded_minor = refunded;
-            publish(conn, payment_id, &events::refunded(&payment, &settled, at)).await?;
+            events::publish(conn, payment_id, &events::refunded(&payment, &settled, at)).await?;
         }
         // A refused capture, void or refund leaves the payment as it was; the
         // failed transaction is the record.
         (TransactionKind::Capture | TransactionKind::Void | TransactionKind::Refund, Some(_)) => {}
     }
-    Ok(())
-}
-
-/// Writes a payment event into the outbox, in the caller's transaction.
-async fn publish<M: prost::Name>(
-    conn: &mut PgConnection,
-    payment_id: Uuid,
-    payload: &M,
-) -> Result<(), PaymentError> {
-    shopmesh_events::publish(
-        conn,
-        events::TOPIC,
-        events::AGGREGATE_TYPE,
-        payment_id.to_string(),
-        payload,
-    )
-    .await?;
     Ok(())
 }
 

@@ -1,15 +1,20 @@
-//! PostgreSQL access for stock levels: reads, the admin's set and adjust, the
-//! audit log, and the demo seed. Reservations live in `reservations.rs`; every
-//! change of a level goes through `ledger.rs`.
+//! Every SQL statement of svc-inventory. Here: stock levels (reads, the
+//! admin's set and adjust), the audit log, and the demo seed. Every change of
+//! a level goes through [`ledger`]; the reservation rows are in
+//! [`reservations`], whose functions run in the transaction
+//! `crate::reservations` begins.
+
+pub mod ledger;
+pub mod reservations;
 
 use chrono::{DateTime, Utc};
 use shopmesh_demo::Catalog;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::ledger::{self, Cause, Delta, Entry};
-use crate::reservations::SERVICE_ACTOR;
-use crate::stock::{ChangeKind, InventoryError, StockLevel};
+use crate::error::InventoryError;
+use crate::stock::{ChangeKind, SERVICE_ACTOR, StockLevel};
+use ledger::{Cause, Delta, Entry};
 
 /// One row of the audit log as stored.
 #[derive(Clone, Debug, sqlx::FromRow)]
