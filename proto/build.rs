@@ -50,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Every message implements `prost::Name` with the canonical type URL
 /// (`type.googleapis.com/<full name>`), so events can travel in a
-/// `google.protobuf.Any` and be checked on the way out (platform::events).
+/// `google.protobuf.Any` and be checked on the way out (shopmesh-events).
 fn prost_config() -> tonic_prost_build::Config {
     let mut config = tonic_prost_build::Config::new();
     config

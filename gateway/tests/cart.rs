@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::body::Body;
 use http::{Request, StatusCode};
 use serde_json::{Value, json};
-use shopmesh_testkit::{Catalog, StockFeed, TestIdentity, TestService};
+use shopmesh_testkit::{Service, Shop as TestShop, TestService};
 use support::{Reply, Stack, gateway};
 
 struct Shop {
@@ -22,36 +22,28 @@ struct Shop {
 }
 
 async fn shop() -> Shop {
-    let identity = TestIdentity::start().await.unwrap();
-    let auth = ("AUTH_GRPC_URL", identity.auth_url.as_str());
-    let Catalog {
-        inventory, product, ..
-    } = Catalog::start(&identity, StockFeed::Followed, &[]).await;
-    let (inventory_url, product_url) = (inventory.endpoint(), product.endpoint());
-    let cart = TestService::spawn(
-        &svc_cart::SPEC,
-        &[
-            auth,
-            ("PRODUCT_GRPC_URL", product_url.as_str()),
-            ("INVENTORY_GRPC_URL", inventory_url.as_str()),
-        ],
-        svc_cart::build,
-    )
-    .await
-    .unwrap();
+    let mut shop = TestShop::with(&[Service::Inventory, Service::Product, Service::Cart])
+        .start()
+        .await;
     let router = gateway(
-        &identity,
+        &shop.identity,
         &[
-            ("PRODUCT", product_url),
-            ("INVENTORY", inventory_url),
-            ("CART", cart.endpoint()),
+            ("PRODUCT", shop[Service::Product].endpoint()),
+            ("INVENTORY", shop[Service::Inventory].endpoint()),
+            ("CART", shop[Service::Cart].endpoint()),
         ],
+    );
+    let mut take = |service| shop.take(service).expect("started");
+    let (product, inventory, cart) = (
+        take(Service::Product),
+        take(Service::Inventory),
+        take(Service::Cart),
     );
     Shop {
         stack: Stack {
             product,
             router,
-            identity,
+            identity: shop.identity,
         },
         inventory,
         cart,

@@ -1,7 +1,7 @@
 //! `loadgen audit` (the real binary) against real databases: the eight
 //! service databases created on the test server (`TEST_DATABASE_URL`) under a
-//! fresh suffix, migrated with the services' own migrations and the
-//! platform's outbox/inbox, and filled with a small world that balances
+//! fresh suffix, migrated with the services' own migrations and, for the
+//! services that publish or consume events, the outbox/inbox, and filled with a small world that balances
 //! (two confirmed orders, one failed). Each other test breaks one thing and
 //! expects exactly its invariant to report. Nothing here depends on timing:
 //! the one test that lets the audit settle waits for its first failed check
@@ -33,7 +33,11 @@ const SERVICES: [&str; 8] = [
     "user",
 ];
 
-/// Where the events migrations are recorded (platform/src/events/schema.rs).
+/// The services with the events extension (outbox and inbox tables), as
+/// their `ServiceSpec::extensions` say.
+const WITH_EVENTS: [&str; 5] = ["order", "payment", "notification", "recommendation", "auth"];
+
+/// Where the events migrations are recorded (events/src/schema.rs).
 const EVENTS_MIGRATIONS_TABLE: &str = "_shopmesh_events_migrations";
 
 fn server_url() -> String {
@@ -169,11 +173,13 @@ impl World {
                 .unwrap();
             let own = workspace().join(format!("svc-{service}/migrations"));
             Migrator::new(own).await.unwrap().run(&pool).await.unwrap();
-            let mut events = Migrator::new(workspace().join("platform/migrations/events"))
-                .await
-                .unwrap();
-            events.dangerous_set_table_name(EVENTS_MIGRATIONS_TABLE);
-            events.run(&pool).await.unwrap();
+            if WITH_EVENTS.contains(&service) {
+                let mut events = Migrator::new(workspace().join("events/migrations/events"))
+                    .await
+                    .unwrap();
+                events.dangerous_set_table_name(EVENTS_MIGRATIONS_TABLE);
+                events.run(&pool).await.unwrap();
+            }
             world.pools.insert(service, pool);
         }
         world.fill(broken).await;

@@ -275,8 +275,8 @@ async fn reads_show_current_prices_deletions_and_stock() {
 
     let new_price = repriced.price_minor + 250;
     shop.set_price(&repriced.id.to_string(), new_price).await;
-    shop.catalog.delete_product(&deleted.id.to_string()).await;
-    shop.catalog.set_stock(&short.sku, 2).await;
+    shop.stack.delete_product(&deleted.id.to_string()).await;
+    shop.stack.set_stock(&short.sku, 2).await;
 
     let cart = cart_of(client.get_cart(get(&id)).await);
     let l = line(&cart, &repriced.sku);
@@ -324,7 +324,7 @@ async fn reads_show_current_prices_deletions_and_stock() {
     let cart = cart_of(client.update_cart_item(update(&id, &short.sku, 2)).await);
     assert!(cart.ready_for_checkout, "{cart:?}");
 
-    shop.catalog.set_stock(&short.sku, 0).await;
+    shop.stack.set_stock(&short.sku, 0).await;
     let cart = cart_of(client.get_cart(get(&id)).await);
     let out = line(&cart, &short.sku);
     assert_eq!(out.availability(), Availability::OutOfStock);
@@ -478,7 +478,7 @@ async fn a_dependency_that_is_down_is_unavailable_and_changes_nothing() {
             "svc-inventory"
         };
         let failures = metric(
-            &shop.cart,
+            shop.cart(),
             "cart_dependency_errors_total",
             &[("dependency", dependency)],
         )

@@ -21,7 +21,7 @@ use shopmesh_proto::shop::payment::v1::PaymentMethod;
 use shopmesh_proto::shop::payment::v1::payment_method::Method;
 use shopmesh_proto::shop::user::v1::user_service_client::UserServiceClient;
 use shopmesh_proto::shop::user::v1::{Address, CreateAddressRequest, CreateProfileRequest};
-use shopmesh_testkit::{SignedIn, TestService, as_service};
+use shopmesh_testkit::{Service, SignedIn, TestService, as_service, borrowed};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;
@@ -49,29 +49,19 @@ impl Shop {
             &[]
         };
         let base = order_support::Shop::start_with(gated, extra).await;
-        let auth = base.identity.auth_url.clone();
-        let user = TestService::spawn(
-            &svc_user::SPEC,
-            &[("AUTH_GRPC_URL", auth.as_str())],
-            svc_user::build,
-        )
-        .await
-        .expect("svc-user starts");
-        let (product_url, inventory_url) = (
-            base.catalog.product.endpoint(),
-            base.catalog.inventory.endpoint(),
-        );
-        let (order_url, user_url) = (base.order().endpoint(), user.endpoint());
-        let cart = support::spawn_cart(
-            &auth,
-            &[
-                ("PRODUCT_GRPC_URL", product_url.as_str()),
-                ("INVENTORY_GRPC_URL", inventory_url.as_str()),
-                ("USER_GRPC_URL", user_url.as_str()),
-                ("ORDER_GRPC_URL", order_url.as_str()),
-            ],
-        )
-        .await;
+        let user = Service::User
+            .spawn(&borrowed(&base.stack.wiring(Service::User)))
+            .await
+            .expect("svc-user starts");
+        let mut settings = base.stack.wiring(Service::Cart);
+        settings.extend([
+            ("USER_GRPC_URL".to_owned(), user.endpoint()),
+            ("ORDER_GRPC_URL".to_owned(), base.order().endpoint()),
+        ]);
+        let cart = Service::Cart
+            .spawn(&borrowed(&settings))
+            .await
+            .expect("svc-cart starts");
         Self { base, user, cart }
     }
 
@@ -336,7 +326,7 @@ async fn carts_that_cannot_be_bought_and_bad_requests_are_refused() {
     // A line out of stock: named in the PreconditionFailure.
     shop.add(&ada, lamp, 1).await;
     shop.add(&ada, mug, 2).await;
-    shop.base.catalog.set_stock(&mug.sku, 0).await;
+    shop.base.stack.set_stock(&mug.sku, 0).await;
     let err = shop
         .checkout(&ada, &new_key(), &home.id, APPROVED)
         .await
@@ -352,7 +342,7 @@ async fn carts_that_cannot_be_bought_and_bad_requests_are_refused() {
         .map(|v| v.subject.clone())
         .collect();
     assert_eq!(subjects, [mug.sku.as_str()]);
-    shop.base.catalog.set_stock(&mug.sku, 100).await;
+    shop.base.stack.set_stock(&mug.sku, 100).await;
 
     // Someone else's address, and one nobody has.
     for address_id in [bobs_home.id.clone(), Uuid::now_v7().to_string()] {

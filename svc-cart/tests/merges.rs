@@ -97,11 +97,11 @@ async fn merging_sums_quantities_deletes_the_anonymous_cart_and_is_idempotent() 
 
     // A retried merge (the cart no longer exists) leaves the user's cart as it is.
     let noop = [("op", "merge"), ("result", "unchanged")];
-    let noops_before = metric(&shop.cart, "cart_operations_total", &noop).await;
+    let noops_before = metric(shop.cart(), "cart_operations_total", &noop).await;
     let again = cart_of(client.merge_carts(ada.request(merge(&anonymous))).await);
     assert_eq!(quantities(&again), quantities(&merged));
     assert_eq!(again.update_time, merged.update_time);
-    let noops = metric(&shop.cart, "cart_operations_total", &noop).await;
+    let noops = metric(shop.cart(), "cart_operations_total", &noop).await;
     assert!(
         noops > noops_before,
         "counted as a merge that changed nothing"

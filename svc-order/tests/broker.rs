@@ -61,13 +61,13 @@ async fn outbox_events(db: &PgPool, key: &str) -> Vec<String> {
 async fn drained(shop: &Shop, what: &str) {
     let deadline = tokio::time::Instant::now() + SETTLE;
     loop {
-        let left = unpublished(shop.order().db()).await + unpublished(shop.payment.db()).await;
+        let left = unpublished(shop.order().db()).await + unpublished(shop.payment().db()).await;
         if left == 0 {
             return;
         }
         if tokio::time::Instant::now() >= deadline {
             let mut errors = Vec::new();
-            for db in [shop.order().db(), shop.payment.db()] {
+            for db in [shop.order().db(), shop.payment().db()] {
                 let rows: Vec<(String, i32, Option<String>)> = sqlx::query_as(
                     "SELECT topic, attempts, last_error FROM outbox \
                      WHERE published_at IS NULL ORDER BY id",
@@ -142,7 +142,7 @@ async fn expected_events(shop: &Shop, orders: &[Order]) -> Vec<(Vec<String>, Vec
     for order in orders {
         expected.push((
             outbox_events(shop.order().db(), &order.id).await,
-            outbox_events(shop.payment.db(), &order.payment_id).await,
+            outbox_events(shop.payment().db(), &order.payment_id).await,
         ));
     }
     expected
@@ -238,7 +238,7 @@ async fn checkouts_confirm_with_the_broker_down_and_every_event_follows_once_in_
         "OrderCreated and OrderConfirmed of each order wait in the outbox"
     );
     assert_eq!(
-        unpublished_of(shop.payment.db(), &payment_keys).await,
+        unpublished_of(shop.payment().db(), &payment_keys).await,
         6,
         "PaymentAuthorized and PaymentCaptured of each payment wait in the outbox"
     );

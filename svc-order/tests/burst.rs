@@ -25,7 +25,7 @@ async fn a_burst_of_checkouts_on_scarce_stock_leaves_the_books_balanced() {
     let products = stocked_products(UNITS_PER_SKU);
     let scarce: Vec<&SeedProduct> = products.iter().take(3).collect();
     for product in &scarce {
-        shop.catalog.set_stock(&product.sku, UNITS_PER_SKU).await;
+        shop.stack.set_stock(&product.sku, UNITS_PER_SKU).await;
     }
     let mut shoppers: Vec<SignedIn> = Vec::new();
     for _ in 0..SHOPPERS {
@@ -106,7 +106,7 @@ async fn a_burst_of_checkouts_on_scarce_stock_leaves_the_books_balanced() {
     let kept: i64 = sqlx::query_scalar(
         "SELECT coalesce(sum(captured_minor - refunded_minor), 0)::int8 FROM payments",
     )
-    .fetch_one(shop.payment.db())
+    .fetch_one(shop.payment().db())
     .await
     .unwrap();
     assert_eq!(kept, confirmed_total);
@@ -130,7 +130,7 @@ async fn a_burst_of_checkouts_on_scarce_stock_leaves_the_books_balanced() {
     }
     let held: i64 =
         sqlx::query_scalar("SELECT count(*) FROM reservations WHERE status = 'reserved'")
-            .fetch_one(shop.catalog.inventory.db())
+            .fetch_one(shop.inventory().db())
             .await
             .unwrap();
     assert_eq!(held, 0, "no reservation is held for a finished order");

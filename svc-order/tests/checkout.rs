@@ -184,7 +184,7 @@ async fn too_little_stock_fails_with_a_reason_and_authorizes_nothing() {
     let shop = Shop::start().await;
     let user = shop.shopper().await;
     let product = &stocked_products(5)[0];
-    shop.catalog.set_stock(&product.sku, 1).await;
+    shop.stack.set_stock(&product.sku, 1).await;
 
     let order = shop
         .place(checkout("short", &user, &[(product, 2)], APPROVED))
@@ -369,7 +369,7 @@ async fn only_the_owner_and_admins_see_an_order_and_lists_page_newest_first() {
     }
 
     assert_eq!(shop.get(&user, &ids[0]).await.unwrap().id, ids[0]);
-    assert_eq!(shop.get(&shop.admin, &ids[0]).await.unwrap().id, ids[0]);
+    assert_eq!(shop.get(shop.admin(), &ids[0]).await.unwrap().id, ids[0]);
     let hidden = shop.get(&stranger, &ids[0]).await.unwrap_err();
     assert_eq!(hidden.code(), Code::NotFound);
     let unknown = shop

@@ -136,7 +136,7 @@ async fn transactions(shop: &Shop, order_id: Uuid) -> Vec<(String, String)> {
          JOIN payments p ON p.id = t.payment_id WHERE p.order_id = $1 ORDER BY t.kind",
     )
     .bind(order_id)
-    .fetch_all(shop.payment.db())
+    .fetch_all(shop.payment().db())
     .await
     .unwrap()
 }

@@ -71,7 +71,7 @@ fn eur(minor: i64) -> Option<Money> {
 /// Writes a payment event into svc-payment's outbox, as svc-payment does in
 /// the transaction of a payment change; its relay publishes it.
 async fn announce<M: prost::Name>(shop: &Shop, payment_id: &str, event: &M) {
-    let mut tx = shop.payment.db().begin().await.unwrap();
+    let mut tx = shop.payment().db().begin().await.unwrap();
     shopmesh_events::publish(
         &mut tx,
         shopmesh_proto::topics::PAYMENT_EVENTS,

@@ -77,7 +77,7 @@ async fn a_saga_interrupted_between_reservation_and_authorization_resumes_in_the
 
     // The process goes away mid-saga; a new one on the same database reaches
     // the real payment service (the gate stays closed).
-    let payment_url = shop.payment.endpoint();
+    let payment_url = shop.payment().endpoint();
     shop.restart_order(&payment_url).await;
 
     let done = shop
@@ -239,7 +239,7 @@ async fn cancelling_a_confirmed_order_refunds_it_by_owner_or_admin() {
     let refunded = cancel(&shop, &user, &confirmed[0].id, "").await.unwrap();
     assert_eq!(refunded.status(), OrderStatus::Refunded);
     assert_eq!(refunded.status_reason, "cancelled by customer");
-    let by_admin = cancel(&shop, &shop.admin, &confirmed[1].id, "fraud check")
+    let by_admin = cancel(&shop, shop.admin(), &confirmed[1].id, "fraud check")
         .await
         .unwrap();
     assert_eq!(by_admin.status(), OrderStatus::Refunded);
@@ -385,7 +385,7 @@ async fn checkout_succeeds_with_the_broker_down_and_its_events_follow_when_it_re
     assert_eq!(waiting, 2, "created and confirmed wait in the outbox");
 
     // The broker is back (for svc-order: a process that can reach it).
-    let payment_url = shop.payment.endpoint();
+    let payment_url = shop.payment().endpoint();
     shop.restart_order(&payment_url).await;
     let events =
         shopmesh_testkit::wait_for_events(shopmesh_proto::topics::ORDER_EVENTS, &order.id, 2).await;

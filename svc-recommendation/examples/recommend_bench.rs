@@ -94,7 +94,7 @@ async fn main() {
     shoppers.dedup();
     let mut users = Vec::new();
     for &id in shoppers.iter().take(200) {
-        users.push(shop.identity.signed_in_as(id, &[]).await.unwrap());
+        users.push(shop.identity().signed_in_as(id, &[]).await.unwrap());
     }
     let products = shopmesh_demo::demo_catalog().products;
     let client = shop.client().await;

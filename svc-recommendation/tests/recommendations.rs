@@ -265,7 +265,7 @@ async fn a_shoppers_recommendations_leave_out_purchases_and_unavailable_products
     assert!(!ids(&now.recommendations).contains(&c.id.to_string()));
 
     // Sold out: gone once inventory says so.
-    shop.catalog.set_stock(&b.sku, 0).await;
+    shop.stack.set_stock(&b.sku, 0).await;
     eventually("a sold-out product is no longer recommended", || {
         let mut client = client.clone();
         let request = shopper.request(pb::RecommendForMeRequest { page_size: 10 });
@@ -276,7 +276,7 @@ async fn a_shoppers_recommendations_leave_out_purchases_and_unavailable_products
     })
     .await;
     // Deleted: gone from every list once the live catalog is re-read.
-    shop.catalog.delete_product(&d.id.to_string()).await;
+    shop.stack.delete_product(&d.id.to_string()).await;
     eventually("a deleted product is no longer recommended", || {
         let mut client = client.clone();
         let request = shopper.request(pb::RecommendForMeRequest { page_size: 10 });
@@ -329,7 +329,7 @@ async fn the_demo_history_is_seeded_once_and_trained_at_first_start() {
         Shop::start_with(&[("KAFKA_BROKERS", NO_BROKER), ("SEED_DEMO_ORDERS", "true")]).await;
     let demo = shopmesh_demo::demo_orders();
     let lines: usize = demo.iter().map(|o| o.lines.len()).sum();
-    let info = model_served(&shop.recommendation, &shop.admin).await;
+    let info = model_served(&shop.recommendation, shop.admin()).await;
     assert_eq!(info.order_count, demo.len() as i64);
     assert_eq!(info.interaction_count, lines as i64);
     assert_eq!(info.user_count, 800);
@@ -370,7 +370,7 @@ async fn the_demo_history_is_seeded_once_and_trained_at_first_start() {
         .filter(|o| o.user_id == buyer)
         .flat_map(|o| o.lines.iter().map(|l| l.product_id.to_string()))
         .collect();
-    let user = shop.identity.signed_in_as(buyer, &[]).await.unwrap();
+    let user = shop.identity().signed_in_as(buyer, &[]).await.unwrap();
     let client = shop.client().await;
     let picks = for_me_settled(&client, &user, 10).await;
     assert_eq!(picks.model_version, info.version);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use shopmesh_proto::shop::recommendation::v1 as pb;
-use shopmesh_testkit::SignedIn;
+use shopmesh_testkit::{Service, SignedIn};
 use support::*;
 use tonic::Code;
 use tonic_types::StatusExt as _;
@@ -109,19 +109,18 @@ async fn a_restarted_service_serves_the_persisted_model_before_any_training() {
     let product = stocked_products()[0].clone();
     let before = together_settled(&shop.client().await, bought_together(&product, 10)).await;
     let Shop {
-        identity,
-        catalog,
+        stack,
         recommendation,
-        admin,
     } = shop;
+    let admin = &stack.admin;
     let url = recommendation.database_url.clone();
     recommendation.stop().await.unwrap();
 
     // svc-product down: the restarted service cannot train, it can only load.
     let restarted = spawn_recommendation(
-        &identity.auth_url,
+        &stack.identity.auth_url,
         NOWHERE,
-        &catalog.inventory.endpoint(),
+        &stack[Service::Inventory].endpoint(),
         &[("KAFKA_BROKERS", NO_BROKER), ("DATABASE_URL", url.as_str())],
     )
     .await;
@@ -155,13 +154,13 @@ async fn another_replica_picks_up_a_newer_model() {
             ("RECOMMENDATION_MODEL_POLL_SECONDS", "3600"),
         ])
         .await;
-    let served = model_served(&replica, &shop.admin).await;
+    let served = model_served(&replica, shop.admin()).await;
     some_orders(&shop).await;
     let newer = shop.train().await;
     assert_ne!(served.version, newer.version);
     let mut client = client_of(&replica).await;
     eventually("the replica serves the newer model", || {
-        let request = shop.admin.request(pb::GetModelInfoRequest {});
+        let request = shop.admin().request(pb::GetModelInfoRequest {});
         let mut client = client.clone();
         let newer = newer.clone();
         async move {
@@ -176,7 +175,7 @@ async fn another_replica_picks_up_a_newer_model() {
     })
     .await;
     let info = client
-        .get_model_info(shop.admin.request(pb::GetModelInfoRequest {}))
+        .get_model_info(shop.admin().request(pb::GetModelInfoRequest {}))
         .await
         .unwrap()
         .into_inner();
@@ -191,10 +190,10 @@ async fn concurrent_training_runs_one_and_aborts_the_others() {
     let replica = shop
         .another_recommendation(&[("KAFKA_BROKERS", NO_BROKER), ("DATABASE_URL", url.as_str())])
         .await;
-    model_served(&replica, &shop.admin).await;
+    model_served(&replica, shop.admin()).await;
     let (mine, theirs) = (shop.client().await, client_of(&replica).await);
     let calls = [mine.clone(), mine, theirs.clone(), theirs].map(|mut client| {
-        let request = shop.admin.request(pb::TrainModelRequest {});
+        let request = shop.admin().request(pb::TrainModelRequest {});
         async move { client.train_model(request).await }
     });
     let outcomes = futures::future::join_all(calls).await;
@@ -255,7 +254,7 @@ async fn model_methods_are_for_admins_and_lists_for_everyone() {
     assert_eq!(err.code(), Code::Unauthenticated);
 
     let info = client
-        .get_model_info(shop.admin.request(pb::GetModelInfoRequest {}))
+        .get_model_info(shop.admin().request(pb::GetModelInfoRequest {}))
         .await
         .unwrap()
         .into_inner()

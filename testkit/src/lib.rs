@@ -1,7 +1,9 @@
 //! Test support shared by every crate's tests: a fresh migrated database per
 //! test on the real PostgreSQL server, the real service started on port 0 (or
-//! its binary as an operator runs it), a stand-in svc-auth, and events on the
-//! real broker. Only ever a dev-dependency, so no release binary carries it.
+//! its binary as an operator runs it), any set of services wired together (a
+//! [`Shop`]), a stand-in svc-auth and its signed-in users, events on the real
+//! broker, and latency summaries for benchmarks. Only ever a dev-dependency,
+//! so no release binary carries it.
 //!
 //! Split by job; everything is re-exported here, so tests write
 //! `shopmesh_testkit::TestService`.
@@ -11,15 +13,14 @@
 
 pub mod bench;
 pub mod broker;
-pub mod catalog;
 pub mod env;
 pub mod identity;
 pub mod kafka;
 pub mod service;
+pub mod shop;
 
 pub use bench::Latencies;
 pub use broker::{TestBroker, tansu_binary};
-pub use catalog::{Catalog, NOWHERE, StockFeed};
 pub use env::{
     INTERNAL_TOKEN, TEST_DATABASE_PREFIX, eventually, free_port, fresh_database_url, kafka_brokers,
     redis_url, server_url,
@@ -35,3 +36,4 @@ pub use service::{
     TestService, assert_bad_setting_refused, error_reason, metric, refused_start, service_command,
     sigterm, wait_until_serving,
 };
+pub use shop::{NOWHERE, Service, Shop, ShopBuilder, borrowed, owned};

@@ -23,7 +23,7 @@ struct Backlog {
 /// is left with `published_at` NULL. One finding per database, naming its
 /// oldest unpublished row.
 ///
-/// Guaranteed by the platform's relay (`platform/src/events/relay.rs`):
+/// Guaranteed by the events relay (`events/src/relay.rs`):
 /// it publishes rows in id order and retries a failed one with backoff,
 /// so once the broker is back every row gets out.
 pub async fn outboxes_drained(dbs: &Databases) -> anyhow::Result<Vec<Finding>> {

@@ -17,7 +17,9 @@ use shopmesh_proto::shop::cart::v1::{
 use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_proto::shop::product::v1::{Product, UpdateProductRequest};
-use shopmesh_testkit::{Catalog, SignedIn, StockFeed, TestIdentity, TestService, redis_url};
+use shopmesh_testkit::{
+    Service, Shop as Stack, SignedIn, TestIdentity, TestService, borrowed, owned, redis_url,
+};
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -27,11 +29,10 @@ pub use shopmesh_testkit::NOWHERE;
 pub type CartClient = CartServiceClient<Channel>;
 
 pub struct Shop {
-    pub identity: TestIdentity,
-    /// svc-product's own stock stream is not what the cart reads: it is idle.
-    pub catalog: Catalog,
-    pub cart: TestService,
-    admin: SignedIn,
+    /// svc-inventory, svc-product and svc-cart, their identity provider and
+    /// an admin. svc-product's own stock stream is not what the cart reads:
+    /// it is idle.
+    pub stack: Stack,
 }
 
 impl Shop {
@@ -41,54 +42,47 @@ impl Shop {
 
     /// The shop, with `cart_settings` on top of svc-cart's test settings.
     pub async fn start_with(cart_settings: &[(&str, &str)]) -> Self {
-        let identity = TestIdentity::start().await.expect("identity starts");
-        let auth = identity.auth_url.as_str();
-        let catalog = Catalog::start(&identity, StockFeed::Ignored, &[]).await;
-        let (product_url, inventory_url) =
-            (catalog.product.endpoint(), catalog.inventory.endpoint());
-        let mut settings = vec![
-            ("PRODUCT_GRPC_URL", product_url.as_str()),
-            ("INVENTORY_GRPC_URL", inventory_url.as_str()),
-        ];
-        settings.extend_from_slice(cart_settings);
-        let cart = spawn_cart(auth, &settings).await;
-        let admin = identity.signed_in(&["admin"]).await.unwrap();
-        Self {
-            identity,
-            catalog,
-            cart,
-            admin,
-        }
+        let stack = Stack::with(&[Service::Inventory, Service::Product, Service::Cart])
+            .settings(Service::Product, &[("INVENTORY_GRPC_URL", NOWHERE)])
+            .settings(Service::Cart, cart_settings)
+            .start()
+            .await;
+        Self { stack }
+    }
+
+    pub fn identity(&self) -> &TestIdentity {
+        &self.stack.identity
+    }
+
+    pub fn cart(&self) -> &TestService {
+        &self.stack[Service::Cart]
     }
 
     /// Another svc-cart on the same Redis, with `settings` on top of the
     /// shop's (e.g. a dependency that is down).
     pub async fn another_cart(&self, settings: &[(&str, &str)]) -> TestService {
-        let (product_url, inventory_url) = (
-            self.catalog.product.endpoint(),
-            self.catalog.inventory.endpoint(),
-        );
-        let mut all = vec![
-            ("PRODUCT_GRPC_URL", product_url.as_str()),
-            ("INVENTORY_GRPC_URL", inventory_url.as_str()),
-        ];
-        all.extend_from_slice(settings);
-        spawn_cart(&self.identity.auth_url, &all).await
+        let mut all = self.stack.wiring(Service::Cart);
+        all.extend(owned(settings));
+        Service::Cart
+            .spawn(&borrowed(&all))
+            .await
+            .expect("svc-cart starts")
     }
 
     pub async fn client(&self) -> CartClient {
-        client_of(&self.cart).await
+        client_of(self.cart()).await
     }
 
     pub async fn shopper(&self) -> SignedIn {
-        self.identity.signed_in(&[]).await.unwrap()
+        self.stack.shopper().await
     }
 
     /// An admin changes a product's price.
     pub async fn set_price(&self, product_id: &str, amount_minor: i64) {
-        let mut client = ProductServiceClient::new(self.catalog.product.channel().await.unwrap());
+        let channel = self.stack[Service::Product].channel().await.unwrap();
+        let mut client = ProductServiceClient::new(channel);
         client
-            .update_product(self.admin.request(UpdateProductRequest {
+            .update_product(self.stack.admin.request(UpdateProductRequest {
                 product: Some(Product {
                     id: product_id.to_owned(),
                     price: Some(Money {
@@ -104,14 +98,6 @@ impl Shop {
             .await
             .expect("the admin changes the price");
     }
-}
-
-pub async fn spawn_cart(auth_url: &str, settings: &[(&str, &str)]) -> TestService {
-    let mut all = vec![("AUTH_GRPC_URL", auth_url)];
-    all.extend_from_slice(settings);
-    TestService::spawn(&svc_cart::SPEC, &all, svc_cart::build)
-        .await
-        .expect("svc-cart starts")
 }
 
 pub async fn client_of(service: &TestService) -> CartClient {

@@ -26,7 +26,9 @@ use shopmesh_proto::shop::payment::v1::payment_service_server::{
     PaymentService, PaymentServiceServer,
 };
 use shopmesh_proto::shop::payment::v1::{self as payment, ListOrderPaymentsRequest, Payment};
-use shopmesh_testkit::{Catalog, SignedIn, StockFeed, TestIdentity, TestService, as_service};
+use shopmesh_testkit::{
+    Service, Shop as Stack, SignedIn, TestIdentity, TestService, as_service, borrowed, owned,
+};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -36,19 +38,13 @@ pub type InternalOrderClient = OrderServiceClient<Authenticated>;
 pub const APPROVED: &str = "4242424242424242";
 pub const DECLINED: &str = "4000000000000002";
 
-/// Settings every svc-order under test gets unless the test says otherwise.
-const ORDER_DEFAULTS: &[(&str, &str)] = &[
-    ("ORDER_SAGA_LEASE_SECONDS", "10"),
-    ("DB_ACQUIRE_TIMEOUT_SECONDS", "30"),
-];
-
 pub struct Shop {
-    pub identity: TestIdentity,
-    pub catalog: Catalog,
-    pub payment: TestService,
+    /// svc-inventory, svc-product and svc-payment wired to each other, their
+    /// identity provider and an admin. svc-order starts apart: it may reach
+    /// payment through the gate, or run as a binary.
+    pub stack: Stack,
     order: Option<TestService>,
     pub gate: PaymentGate,
-    pub admin: SignedIn,
     /// svc-order's consumer group (its payment ledger): this shop's own, so
     /// tests running at once do not share `shop.payment.events` partitions.
     pub consumer_group: String,
@@ -72,28 +68,15 @@ impl Shop {
     /// run the binary with [`Shop::order_settings`]); `common` settings are
     /// given to each of them (e.g. `KAFKA_BROKERS`).
     pub async fn dependencies(common: &[(&str, &str)]) -> Self {
-        let identity = TestIdentity::start()
-            .await
-            .expect("identity provider starts");
-        let auth = identity.auth_url.clone();
-        let with_common = |own: &[(&str, &str)]| [owned(own), owned(common)].concat();
-        let catalog = Catalog::start(&identity, StockFeed::Followed, common).await;
-        let payment = TestService::spawn(
-            &svc_payment::SPEC,
-            &borrowed(&with_common(&[("AUTH_GRPC_URL", auth.as_str())])),
-            svc_payment::build,
-        )
-        .await
-        .expect("svc-payment starts");
-        let gate = PaymentGate::start(&payment.endpoint()).await;
-        let admin = identity.signed_in(&["admin"]).await.unwrap();
+        let stack = Stack::with(&[Service::Inventory, Service::Product, Service::Payment])
+            .common(common)
+            .start()
+            .await;
+        let gate = PaymentGate::start(&stack[Service::Payment].endpoint()).await;
         Self {
-            identity,
-            catalog,
-            payment,
+            stack,
             order: None,
             gate,
-            admin,
             consumer_group: format!("svc-order-test-{}", Uuid::now_v7().simple()),
         }
     }
@@ -102,24 +85,31 @@ impl Shop {
     /// `payment_url`, with the test defaults (no database: each process
     /// names its own).
     pub fn order_settings(&self, payment_url: &str) -> Vec<(String, String)> {
-        let mut settings = vec![
-            ("AUTH_GRPC_URL".to_owned(), self.identity.auth_url.clone()),
-            (
-                "PRODUCT_GRPC_URL".to_owned(),
-                self.catalog.product.endpoint(),
-            ),
-            (
-                "INVENTORY_GRPC_URL".to_owned(),
-                self.catalog.inventory.endpoint(),
-            ),
+        let mut settings = self.stack.wiring(Service::Order);
+        settings.extend([
             ("PAYMENT_GRPC_URL".to_owned(), payment_url.to_owned()),
             (
                 "ORDER_CONSUMER_GROUP".to_owned(),
                 self.consumer_group.clone(),
             ),
-        ];
-        settings.extend(owned(ORDER_DEFAULTS));
+        ]);
         settings
+    }
+
+    pub fn identity(&self) -> &TestIdentity {
+        &self.stack.identity
+    }
+
+    pub fn admin(&self) -> &SignedIn {
+        &self.stack.admin
+    }
+
+    pub fn payment(&self) -> &TestService {
+        &self.stack[Service::Payment]
+    }
+
+    pub fn inventory(&self) -> &TestService {
+        &self.stack[Service::Inventory]
     }
 
     /// Starts svc-order in this process; with `gated`, it reaches payment
@@ -128,7 +118,7 @@ impl Shop {
         let payment_url = if gated {
             self.gate.url.clone()
         } else {
-            self.payment.endpoint()
+            self.payment().endpoint()
         };
         let mut settings = self.order_settings(&payment_url);
         settings.extend(owned(extra));
@@ -161,7 +151,7 @@ impl Shop {
     }
 
     pub async fn shopper(&self) -> SignedIn {
-        self.identity.signed_in(&[]).await.unwrap()
+        self.stack.shopper().await
     }
 
     /// svc-order as svc-cart calls it (CreateOrder is INTERNAL).
@@ -187,7 +177,7 @@ impl Shop {
     }
 
     pub async fn stock(&self, sku: &str) -> Stock {
-        InventoryServiceClient::new(self.catalog.inventory.channel().await.unwrap())
+        InventoryServiceClient::new(self.inventory().channel().await.unwrap())
             .get_stock(GetStockRequest { sku: sku.into() })
             .await
             .unwrap()
@@ -200,14 +190,14 @@ impl Shop {
     pub async fn reservation_status(&self, order_id: &str) -> Option<String> {
         sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1")
             .bind(Uuid::parse_str(order_id).unwrap())
-            .fetch_optional(self.catalog.inventory.db())
+            .fetch_optional(self.inventory().db())
             .await
             .unwrap()
     }
 
     /// The order's payments as its owner sees them.
     pub async fn payments(&self, user: &SignedIn, order_id: &str) -> Vec<Payment> {
-        PaymentServiceClient::new(self.payment.channel().await.unwrap())
+        PaymentServiceClient::new(self.payment().channel().await.unwrap())
             .list_order_payments(user.request(ListOrderPaymentsRequest {
                 order_id: order_id.into(),
                 page_size: 100,
@@ -264,22 +254,6 @@ impl Shop {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-/// `(name, value)` pairs, owned.
-fn owned(settings: &[(&str, &str)]) -> Vec<(String, String)> {
-    settings
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-        .collect()
-}
-
-/// `(name, value)` pairs as `TestService::spawn` takes them.
-fn borrowed(settings: &[(String, String)]) -> Vec<(&str, &str)> {
-    settings
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_str()))
-        .collect()
 }
 
 pub async fn as_cart(order: &TestService) -> InternalOrderClient {

@@ -13,7 +13,7 @@ use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::events::v1::{OrderConfirmed, OrderLine, OrderRefunded};
 use shopmesh_proto::shop::recommendation::v1 as pb;
 use shopmesh_proto::shop::recommendation::v1::recommendation_service_client::RecommendationServiceClient;
-use shopmesh_testkit::{Catalog, SignedIn, StockFeed, TestIdentity, TestService};
+use shopmesh_testkit::{Service, Shop as Stack, SignedIn, TestIdentity, TestService};
 use tonic::Status;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -36,10 +36,10 @@ const DEFAULTS: &[(&str, &str)] = &[
 ];
 
 pub struct Shop {
-    pub identity: TestIdentity,
-    pub catalog: Catalog,
+    /// svc-inventory and svc-product (whose own stock stream is not what
+    /// recommendations read: it is idle), their identity provider and an admin.
+    pub stack: Stack,
     pub recommendation: TestService,
-    pub admin: SignedIn,
 }
 
 impl Shop {
@@ -50,26 +50,23 @@ impl Shop {
 
     /// Every service, with `extra` on top of svc-recommendation's test settings.
     pub async fn start_with(extra: &[(&str, &str)]) -> Self {
-        let identity = TestIdentity::start().await.expect("identity starts");
-        let auth = identity.auth_url.clone();
-        // svc-product's own stock stream is not what recommendations read.
-        let catalog = Catalog::start(&identity, StockFeed::Ignored, &[]).await;
-        let admin = identity.signed_in(&["admin"]).await.unwrap();
+        let stack = Stack::with(&[Service::Inventory, Service::Product])
+            .settings(Service::Product, &[("INVENTORY_GRPC_URL", NOWHERE)])
+            .start()
+            .await;
         let recommendation = spawn_recommendation(
-            &auth,
-            &catalog.product.endpoint(),
-            &catalog.inventory.endpoint(),
+            &stack.identity.auth_url,
+            &stack[Service::Product].endpoint(),
+            &stack[Service::Inventory].endpoint(),
             extra,
         )
         .await;
         // With no model persisted, the service trains one at start (from the
         // catalog alone here): tests begin once it serves it.
-        model_served(&recommendation, &admin).await;
+        model_served(&recommendation, &stack.admin).await;
         Self {
-            identity,
-            catalog,
+            stack,
             recommendation,
-            admin,
         }
     }
 
@@ -77,12 +74,20 @@ impl Shop {
     /// the `DATABASE_URL` of the first, for a second replica or a restart).
     pub async fn another_recommendation(&self, extra: &[(&str, &str)]) -> TestService {
         spawn_recommendation(
-            &self.identity.auth_url,
-            &self.catalog.product.endpoint(),
-            &self.catalog.inventory.endpoint(),
+            &self.stack.identity.auth_url,
+            &self.stack[Service::Product].endpoint(),
+            &self.stack[Service::Inventory].endpoint(),
             extra,
         )
         .await
+    }
+
+    pub fn identity(&self) -> &TestIdentity {
+        &self.stack.identity
+    }
+
+    pub fn admin(&self) -> &SignedIn {
+        &self.stack.admin
     }
 
     pub async fn client(&self) -> Client {
@@ -90,12 +95,12 @@ impl Shop {
     }
 
     pub async fn shopper(&self) -> SignedIn {
-        self.identity.signed_in(&[]).await.unwrap()
+        self.stack.shopper().await
     }
 
     /// TrainModel as the admin.
     pub async fn train(&self) -> pb::ModelInfo {
-        train_on(&self.recommendation, &self.admin).await
+        train_on(&self.recommendation, self.admin()).await
     }
 
     /// Orders `user` placed, recorded as the consumer records OrderConfirmed.
