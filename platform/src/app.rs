@@ -107,10 +107,10 @@ impl ServiceSettings {
         Ok(Self {
             grpc_addr: listen_addr(env, "GRPC_ADDR", spec.grpc_port)?,
             metrics_addr: listen_addr(env, "METRICS_ADDR", spec.metrics_port)?,
-            database: match spec.migrator {
-                Some(_) => Some(DatabaseSettings::from_env(env)?),
-                None => None,
-            },
+            database: spec
+                .migrator
+                .map(|_| DatabaseSettings::from_env(env))
+                .transpose()?,
             drain: env.seconds("SHUTDOWN_DRAIN_SECONDS", 15)?,
             telemetry: TelemetrySettings::from_env(env, spec.name)?,
             redis: RedisSettings::from_env(env)?,

@@ -292,14 +292,7 @@ impl Payments {
                 return self.ask_provider(payment, transaction).await;
             }
             let current = self.load(payment.id).await?;
-            let now = current
-                .transactions
-                .iter()
-                .find(|t| t.id == transaction.id)
-                .cloned()
-                .ok_or_else(|| {
-                    PaymentError::Corrupt(format!("transaction {} vanished", transaction.id))
-                })?;
+            let now = transaction_of(&current, transaction.id)?;
             if now.status != TransactionStatus::Pending {
                 return answer(current, &now);
             }
@@ -363,14 +356,7 @@ impl Payments {
         record_answer(&mut tx, payment.id, transaction, reference, failure).await?;
         tx.commit().await?;
         let payment = self.load(payment.id).await?;
-        let settled = payment
-            .transactions
-            .iter()
-            .find(|t| t.id == transaction.id)
-            .cloned()
-            .ok_or_else(|| {
-                PaymentError::Corrupt(format!("transaction {} vanished", transaction.id))
-            })?;
+        let settled = transaction_of(&payment, transaction.id)?;
         answer(payment, &settled)
     }
 }
@@ -527,4 +513,15 @@ fn answer(payment: Payment, transaction: &Transaction) -> Result<Payment, Paymen
 
 fn replayed(operation: &'static str) {
     metrics::counter!("payment_idempotent_replays_total", "operation" => operation).increment(1);
+}
+
+/// The transaction `id` of `payment` as just loaded; a payment without it was
+/// changed under us, which the lifecycle never does.
+fn transaction_of(payment: &Payment, id: Uuid) -> Result<Transaction, PaymentError> {
+    payment
+        .transactions
+        .iter()
+        .find(|t| t.id == id)
+        .cloned()
+        .ok_or_else(|| PaymentError::Corrupt(format!("transaction {id} vanished")))
 }
