@@ -411,9 +411,15 @@ def test_virtual_service_retries_only_idempotent_methods(rendering):
     for key in GRPC_SERVICES:
         vs = rendering.get("VirtualService", name(key))
         assert vs["spec"]["hosts"] == [host(key, rendering.namespace)]
-        idempotent, default = vs["spec"]["http"]
+        streams, idempotent, default = vs["spec"]["http"]
         regex = idempotent["match"][0]["uri"]["regex"]
         svc = f"shop.{key}.v1.{key.capitalize()}Service"
+        # Streams stay open: no route timeout, no retry.
+        stream_regex = streams["match"][0]["uri"]["regex"]
+        assert re.fullmatch(stream_regex, f"/{svc}/WatchThings")
+        assert not re.fullmatch(stream_regex, f"/{svc}/GetThing")
+        assert not re.fullmatch(regex, f"/{svc}/WatchThings")
+        assert streams["timeout"] == "0s" and streams["retries"] == {"attempts": 0}
         # Envoy matches the whole path (RE2 full match).
         for method in ("GetThing", "ListThings", "BatchGetThings", "SearchThings"):
             assert re.fullmatch(regex, f"/{svc}/{method}"), method
@@ -428,8 +434,11 @@ def test_virtual_service_retries_only_idempotent_methods(rendering):
         assert default["retries"] == {"attempts": 0}, "Istio retries by default; non-idempotent calls must not be"
         assert idempotent["timeout"] and default["timeout"]
     gw = rendering.get("VirtualService", name("gateway"))["spec"]["http"]
-    assert [m["method"]["exact"] for m in gw[0]["match"]] == ["GET", "HEAD"]
-    assert gw[1]["retries"] == {"attempts": 0}
+    assert re.fullmatch(gw[0]["match"][0]["uri"]["regex"], "/v1/products:watch")
+    assert not re.fullmatch(gw[0]["match"][0]["uri"]["regex"], "/v1/products/abc")
+    assert gw[0]["timeout"] == "0s" and gw[0]["retries"] == {"attempts": 0}
+    assert [m["method"]["exact"] for m in gw[1]["match"]] == ["GET", "HEAD"]
+    assert gw[2]["retries"] == {"attempts": 0}
 
 
 def test_peer_authentication_strict(rendering, values):

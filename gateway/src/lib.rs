@@ -20,6 +20,7 @@ use shopmesh_platform::auth::{GrpcKeySource, SessionStore, TokenVerifier};
 use tokio::net::TcpListener;
 
 pub use edge::AppState;
+pub use edge::cache::EdgeCache;
 pub use edge::router;
 use routes::RouteTable;
 use settings::GatewaySettings;
@@ -121,7 +122,10 @@ impl Gateway {
     }
 }
 
-/// The shared state of the request handlers.
+/// The shared state of the request handlers. With the edge cache on, this
+/// also starts following svc-product's catalog stream in the background (on
+/// the current Tokio runtime, until the state is dropped); it does not wait
+/// for it.
 pub fn app_state(
     settings: &GatewaySettings,
     verifier: Arc<TokenVerifier>,
@@ -129,14 +133,34 @@ pub fn app_state(
     let pool = routes::descriptor_pool()?;
     let table = routes::routes(&pool)?;
     let openapi = serde_json::to_vec(&openapi::document(&table))?;
+    let upstreams = Upstreams::new(&settings.upstreams, std::time::Duration::from_secs(2))?;
+    let edge_cache = match settings.edge_cache_bytes {
+        0 => None,
+        budget => {
+            let product = upstreams
+                .channel("product")
+                .ok_or_else(|| anyhow::anyhow!("no PRODUCT_GRPC_URL"))?;
+            tracing::info!(
+                budget_mb = budget >> 20,
+                ttl_seconds = settings.edge_cache_ttl.as_secs(),
+                "edge cache of product pages on, serving once the catalog stream is live"
+            );
+            Some(EdgeCache::watching(
+                budget,
+                settings.edge_cache_ttl,
+                product,
+            )?)
+        }
+    };
     Ok(AppState {
         table: RouteTable::new(table),
-        upstreams: Upstreams::new(&settings.upstreams, std::time::Duration::from_secs(2))?,
+        upstreams,
         openapi: openapi.into(),
         timeout: settings.request_timeout,
         body_limit: settings.body_limit,
         verifier,
         trusted_proxy_hops: settings.trusted_proxy_hops,
         overload: settings.overload,
+        edge_cache,
     })
 }

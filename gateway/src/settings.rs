@@ -50,6 +50,13 @@ pub struct GatewaySettings {
     pub trusted_proxy_hops: usize,
     /// Limits on the requests in flight (`OVERLOAD_*`; platform::overload).
     pub overload: OverloadSettings,
+    /// `GATEWAY_CACHE_MB` (default 16, at most 4096): the bytes product pages
+    /// may take in the edge cache; 0 turns it off, and no catalog stream is
+    /// opened.
+    pub edge_cache_bytes: usize,
+    /// `GATEWAY_CACHE_TTL_SECONDS` (default 30, 1..=3600): the longest the
+    /// edge cache serves a page, should an invalidation never arrive.
+    pub edge_cache_ttl: Duration,
 }
 
 impl GatewaySettings {
@@ -76,6 +83,8 @@ impl GatewaySettings {
                 reason: format!("{body_limit} is outside 1 KiB..=64 MiB"),
             });
         }
+        let edge_cache_mb: usize = env.within("GATEWAY_CACHE_MB", 16, 0..=4096)?;
+        let edge_cache_ttl: u64 = env.within("GATEWAY_CACHE_TTL_SECONDS", 30, 1..=3600)?;
         Ok(Self {
             http_addr: listen_addr(env, "HTTP_ADDR", 8080)?,
             metrics_addr: listen_addr(env, "METRICS_ADDR", 9100)?,
@@ -90,6 +99,8 @@ impl GatewaySettings {
             jwt_audience: env.or("JWT_AUDIENCE", "shopmesh".to_owned())?,
             trusted_proxy_hops: env.or("TRUSTED_PROXY_HOPS", 0)?,
             overload: OverloadSettings::from_env(env)?,
+            edge_cache_bytes: edge_cache_mb << 20,
+            edge_cache_ttl: Duration::from_secs(edge_cache_ttl),
         })
     }
 }
@@ -127,6 +138,22 @@ mod tests {
         assert_eq!(settings.http_addr.port(), 8080);
         assert_eq!(settings.upstreams["product"], "http://127.0.0.1:50053");
         assert_eq!(settings.cors, Cors::Disabled);
+        assert_eq!(settings.edge_cache_bytes, 16 << 20);
+        assert_eq!(settings.edge_cache_ttl, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_edge_cache_can_be_sized_or_turned_off() {
+        let env = Env::from_pairs([
+            ("GATEWAY_CACHE_MB", "0"),
+            ("GATEWAY_CACHE_TTL_SECONDS", "3600"),
+        ]);
+        let settings = GatewaySettings::from_env(&env).unwrap();
+        assert_eq!(settings.edge_cache_bytes, 0);
+        assert_eq!(settings.edge_cache_ttl, Duration::from_secs(3600));
+        let env = Env::from_pairs([("GATEWAY_CACHE_MB", "4096")]);
+        let settings = GatewaySettings::from_env(&env).unwrap();
+        assert_eq!(settings.edge_cache_bytes, 4096 << 20);
     }
 
     #[test]
@@ -139,6 +166,11 @@ mod tests {
             ("HTTP_ADDR", "8080"),
             ("TRUSTED_PROXY_HOPS", "-1"),
             ("REDIS_URL", "localhost"),
+            ("GATEWAY_CACHE_MB", "4097"),
+            ("GATEWAY_CACHE_MB", "-1"),
+            ("GATEWAY_CACHE_MB", "lots"),
+            ("GATEWAY_CACHE_TTL_SECONDS", "0"),
+            ("GATEWAY_CACHE_TTL_SECONDS", "3601"),
         ] {
             let err = GatewaySettings::from_env(&Env::from_pairs([(name, value)])).unwrap_err();
             assert_eq!(err.variable, name);

@@ -306,23 +306,27 @@ impl StockLevels {
         this
     }
 
-    /// Takes reported levels; a report older than the one held changes nothing.
-    pub fn record(&self, reported: &[StockLevel]) {
+    /// Takes reported levels; a report older than the one held changes
+    /// nothing. Returns how many SKUs went out of stock or came back (a SKU
+    /// with no level counts as out of stock).
+    pub fn record(&self, reported: &[StockLevel]) -> usize {
         let mut levels = self.levels.write().unwrap_or_else(PoisonError::into_inner);
+        let mut flips = 0;
         for level in reported {
             let incoming = Level {
                 available: level.available.max(0),
                 updated_at: level.updated_at,
             };
-            levels
-                .entry(level.sku.clone())
-                .and_modify(|held| {
-                    if held.updated_at <= incoming.updated_at {
-                        *held = incoming;
-                    }
-                })
-                .or_insert(incoming);
+            let before = levels.get(&level.sku).map_or(0, |held| held.available);
+            let held = levels.entry(level.sku.clone()).or_insert(incoming);
+            if held.updated_at <= incoming.updated_at {
+                *held = incoming;
+            }
+            if (before > 0) != (held.available > 0) {
+                flips += 1;
+            }
         }
+        flips
     }
 
     /// Forgets every SKU not in `followed`.

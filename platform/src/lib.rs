@@ -12,6 +12,7 @@ pub mod clients;
 pub mod db;
 pub mod errors;
 pub mod grpc;
+pub mod lru;
 pub mod metrics;
 pub mod overload;
 pub mod paging;

@@ -15,13 +15,16 @@ use shopmesh_proto::shop::product::v1::{
     FacetValue, GetProductRequest, GetProductResponse, ListCategoriesRequest,
     ListCategoriesResponse, ListProductsRequest, ListProductsResponse, PriceBucket, Product,
     SearchProductsRequest, SearchProductsResponse, UpdateProductRequest, UpdateProductResponse,
+    WatchCatalogRequest, WatchCatalogResponse,
 };
+use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::availability::Availability;
 use crate::cache::{Cached, ProductCache};
 use crate::catalog::{CategoryNode, ListQuery, MAX_BATCH, SortOrder, build_tree};
+use crate::changes::CatalogChanges;
 use crate::error::CatalogError;
 use crate::product::{ProductRules, update_fields};
 use crate::search::{Facets, SearchQuery};
@@ -37,6 +40,7 @@ pub struct ProductApi {
     rules: ProductRules,
     stock: StockWatch,
     availability: Availability,
+    changes: CatalogChanges,
 }
 
 impl ProductApi {
@@ -46,6 +50,7 @@ impl ProductApi {
         rules: ProductRules,
         stock: StockWatch,
         availability: Availability,
+        changes: CatalogChanges,
     ) -> Self {
         Self {
             store,
@@ -53,6 +58,7 @@ impl ProductApi {
             rules,
             stock,
             availability,
+            changes,
         }
     }
 
@@ -78,7 +84,8 @@ impl ProductApi {
     async fn load_products(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Product>, Status> {
         let mut found = HashMap::with_capacity(ids.len());
         let mut missed = Vec::new();
-        for (id, cached) in ids.iter().zip(self.cache.products(ids).await) {
+        let (cached, ticket) = self.cache.products(ids).await;
+        for (id, cached) in ids.iter().zip(cached) {
             match cached {
                 Cached::Product(product) => {
                     found.insert(*id, *product);
@@ -101,7 +108,7 @@ impl ProductApi {
             .into_iter()
             .map(|record| (record.version, Product::from(record)))
             .collect();
-        self.cache.fill(&loaded).await;
+        self.cache.fill(ticket, &loaded).await;
         for (_, product) in loaded {
             if let Ok(id) = Uuid::parse_str(&product.id) {
                 found.insert(id, product);
@@ -482,5 +489,13 @@ impl ProductService for ProductApi {
             Deletion::AlreadyDeleted => {}
         }
         Ok(Response::new(DeleteProductResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn watch_catalog(
+        &self,
+        _request: Request<WatchCatalogRequest>,
+    ) -> Result<Response<BoxStream<WatchCatalogResponse>>, Status> {
+        Ok(Response::new(self.changes.watch()))
     }
 }

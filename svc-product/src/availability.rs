@@ -31,9 +31,9 @@ impl Availability {
     }
 
     /// Takes reported levels; as in `stock_levels`, an older report than the
-    /// one held changes nothing.
-    pub fn record(&self, reported: &[StockLevel]) {
-        self.levels.record(reported);
+    /// one held changes nothing. Returns how many SKUs sold out or came back.
+    pub fn record(&self, reported: &[StockLevel]) -> usize {
+        self.levels.record(reported)
     }
 
     /// Forgets SKUs no live product has, like `forget_unlisted`, so a SKU
@@ -92,5 +92,23 @@ mod tests {
         }];
         availability.fill(&mut b);
         assert_eq!(b[0].available_quantity, 0);
+    }
+
+    #[test]
+    fn recording_counts_skus_that_sold_out_or_came_back() {
+        let availability = Availability::default();
+        assert_eq!(
+            availability.record(&[level("A", 7, 1), level("B", 0, 1)]),
+            1
+        );
+        assert_eq!(availability.record(&[level("A", 0, 0)]), 0, "older report");
+        assert_eq!(
+            availability.record(&[level("A", 0, 2), level("B", 2, 2)]),
+            2
+        );
+        assert_eq!(
+            availability.record(&[level("A", 4, 3), level("B", 1, 3)]),
+            1
+        );
     }
 }

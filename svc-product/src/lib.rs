@@ -1,12 +1,14 @@
 //! The catalog service: products and the category tree in PostgreSQL, full-text
-//! and typo-tolerant search with facets, admin writes, a Redis cache that is
-//! never stale after a write, and availability from svc-inventory's stock
-//! stream. Seeded with a deterministic demo catalog on first start.
+//! and typo-tolerant search with facets, admin writes, a cache in each
+//! replica's memory and in Redis that is never stale after a write, and
+//! availability from svc-inventory's stock stream. Seeded with a deterministic
+//! demo catalog on first start.
 
 mod api;
 mod availability;
 mod cache;
 mod catalog;
+mod changes;
 mod error;
 mod product;
 mod search;
@@ -55,19 +57,29 @@ pub async fn product_service(
         Some(prefix) => prefix,
         None => format!("{}:", store::database_name(&db).await?),
     };
-    let cache = cache::ProductCache::new(ctx.redis.clone(), prefix, settings.cache_ttl);
+    let cache = cache::ProductCache::new(
+        ctx.redis.clone(),
+        prefix,
+        settings.cache_ttl,
+        settings.memory_cache_bytes,
+    );
+    let changes = changes::CatalogChanges::new(ctx.shutdown.clone());
+    cache
+        .follow(&db, changes.clone(), ctx.shutdown.clone())
+        .await?;
     let store = store::Store::new(db.clone());
     let availability = availability::Availability::load(&db).await?;
     let stock = stock::StockWatch::spawn(
         store.clone(),
         cache.clone(),
         availability.clone(),
+        changes.clone(),
         &settings.inventory_url,
         ctx.shutdown.clone(),
     )?;
     let rules = product::ProductRules {
         currency: settings.currency,
     };
-    let api = api::ProductApi::new(store, cache, rules, stock, availability);
+    let api = api::ProductApi::new(store, cache, rules, stock, availability, changes);
     Ok(ProductServiceServer::new(api))
 }

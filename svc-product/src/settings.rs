@@ -10,6 +10,10 @@ pub struct ProductSettings {
     pub seed_demo_catalog: bool,
     /// `PRODUCT_CACHE_TTL_SECONDS` (default 300, at most 86400; 0 turns the cache off).
     pub cache_ttl: Option<Duration>,
+    /// `PRODUCT_MEMORY_CACHE_MB` (default 32, at most 4096; 0 turns it off):
+    /// what each replica may hold in memory in front of Redis, products and
+    /// listing pages (about half each). Off whenever the Redis cache is off.
+    pub memory_cache_bytes: usize,
     /// `PRODUCT_CACHE_PREFIX`: prepended to every Redis key; defaults to the
     /// database name and a colon, so catalogs sharing a Redis never see each
     /// other's entries.
@@ -29,6 +33,7 @@ impl ProductSettings {
                 reason: format!("{ttl_seconds} is above 86400 seconds"),
             });
         }
+        let memory_mb: usize = env.within("PRODUCT_MEMORY_CACHE_MB", 32, 0..=4096)?;
         let inventory_url = env.grpc_url("INVENTORY_GRPC_URL", "http://127.0.0.1:50054")?;
         let currency: String = env.or("CATALOG_CURRENCY", "USD".to_owned())?;
         if !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase())) {
@@ -40,6 +45,7 @@ impl ProductSettings {
         Ok(Self {
             seed_demo_catalog: env.or("SEED_DEMO_CATALOG", true)?,
             cache_ttl: (ttl_seconds > 0).then(|| Duration::from_secs(ttl_seconds)),
+            memory_cache_bytes: memory_mb << 20,
             cache_prefix: env.raw("PRODUCT_CACHE_PREFIX"),
             inventory_url,
             currency,
@@ -59,6 +65,7 @@ mod tests {
         assert_eq!(settings.inventory_url, "http://127.0.0.1:50054");
         assert_eq!(settings.currency, "USD");
         assert_eq!(settings.cache_prefix, None);
+        assert_eq!(settings.memory_cache_bytes, 32 << 20);
     }
 
     #[test]
@@ -72,6 +79,8 @@ mod tests {
         for (name, value) in [
             ("PRODUCT_CACHE_TTL_SECONDS", "86401"),
             ("PRODUCT_CACHE_TTL_SECONDS", "soon"),
+            ("PRODUCT_MEMORY_CACHE_MB", "4097"),
+            ("PRODUCT_MEMORY_CACHE_MB", "-1"),
             ("INVENTORY_GRPC_URL", "127.0.0.1:50054"),
             ("CATALOG_CURRENCY", "usd"),
             ("SEED_DEMO_CATALOG", "maybe"),

@@ -1,6 +1,7 @@
-//! The Redis cache in front of PostgreSQL, seen from a client: repeated reads
-//! are hits (and are counted), and an admin change is visible on the very next
-//! read of the product and of any cached listing page.
+//! The cache in front of PostgreSQL, seen from a client: repeated reads are
+//! hits in memory (and are counted), Redis holds the shared copy, and an admin
+//! change is visible on the very next read of the product and of any cached
+//! listing page. Other replicas: tests/replicas.rs.
 //!
 //! One test, run as one story: the hit and miss counters are process-wide, so
 //! a second test in this binary could move them too.
@@ -67,17 +68,25 @@ async fn reads_are_cached_and_never_stale_after_an_admin_change() {
             .unwrap();
     let id = id.to_string();
 
-    // The first read misses and fills; the next ones hit.
-    let (hits, misses) = (
-        cache_count(&service, "product", "hit").await,
-        cache_count(&service, "product", "miss").await,
-    );
+    // The first read misses both tiers and fills them; the next ones hit
+    // memory and never reach Redis.
+    let counts = async |cache| {
+        (
+            cache_count(&service, cache, "hit").await,
+            cache_count(&service, cache, "miss").await,
+        )
+    };
+    let (memory_hits, memory_misses) = counts("product_memory").await;
+    let (redis_hits, redis_misses) = counts("product").await;
     let original = get(&mut client, &id).await.unwrap();
-    assert_eq!(cache_count(&service, "product", "miss").await, misses + 1.0);
     for _ in 0..3 {
         assert_eq!(get(&mut client, &id).await.unwrap(), original);
     }
-    assert_eq!(cache_count(&service, "product", "hit").await, hits + 3.0);
+    assert_eq!(
+        counts("product_memory").await,
+        (memory_hits + 3.0, memory_misses + 1.0)
+    );
+    assert_eq!(counts("product").await, (redis_hits, redis_misses + 1.0));
 
     // The copy sits in Redis under product:v1:<id>, prost-encoded, with a TTL.
     let redis = shopmesh_platform::redis::connect(
@@ -99,8 +108,9 @@ async fn reads_are_cached_and_never_stale_after_an_admin_change() {
     let ttl: i64 = redis.pttl(&key).await.unwrap();
     assert!((1..=300_000).contains(&ttl), "{key} has TTL {ttl} ms");
 
-    // Proof that reads are served from Redis: a change behind the service's
-    // back stays invisible…
+    // Proof that reads are served from the cache: a change behind the
+    // service's back (one that leaves the version alone, as no write of ours
+    // does) stays invisible…
     sqlx::query("UPDATE products SET description = 'changed behind the cache' WHERE id = $1::uuid")
         .bind(&id)
         .execute(service.db())
@@ -126,20 +136,18 @@ async fn reads_are_cached_and_never_stale_after_an_admin_change() {
         query: name.clone(),
         ..Default::default()
     };
-    let (list_hits, list_misses) = (
-        cache_count(&service, "product_list", "hit").await,
-        cache_count(&service, "product_list", "miss").await,
-    );
+    let (list_hits, list_misses) = counts("product_list_memory").await;
+    let (redis_list_hits, redis_list_misses) = counts("product_list").await;
     let page = search(&mut client, request.clone()).await;
     assert_eq!(page.products[0], updated);
     assert_eq!(search(&mut client, request.clone()).await, page);
     assert_eq!(
-        cache_count(&service, "product_list", "miss").await,
-        list_misses + 1.0
+        counts("product_list_memory").await,
+        (list_hits + 1.0, list_misses + 1.0)
     );
     assert_eq!(
-        cache_count(&service, "product_list", "hit").await,
-        list_hits + 1.0
+        counts("product_list").await,
+        (redis_list_hits, redis_list_misses + 1.0)
     );
     // …and an admin change reaches it at once.
     for amount in [1_234, 5_678, 9_012] {
@@ -154,12 +162,14 @@ async fn reads_are_cached_and_never_stale_after_an_admin_change() {
         .delete_product(authorized(DeleteProductRequest { id: id.clone() }, &admin))
         .await
         .unwrap();
-    let hits = cache_count(&service, "product", "hit").await;
+    let (hits, _) = counts("product_memory").await;
     assert_eq!(
         get(&mut client, &id).await.unwrap_err().code(),
         Code::NotFound
     );
-    assert_eq!(cache_count(&service, "product", "hit").await, hits + 1.0);
+    assert_eq!(counts("product_memory").await.0, hits + 1.0);
+    let key_now: Vec<u8> = redis.get(&key).await.unwrap();
+    assert!(key_now.ends_with(b":D"), "Redis holds the tombstone too");
     let page = search(&mut client, request).await;
     assert!(page.products.iter().all(|p| p.id != id));
     service.stop().await.unwrap();

@@ -16,8 +16,10 @@ use shopmesh_proto::shop::inventory::v1::inventory_service_server::{
 use shopmesh_proto::shop::inventory::v1::{Stock, WatchStockRequest, WatchStockResponse};
 use shopmesh_proto::shop::product::v1::{
     BatchGetProductsRequest, CreateProductRequest, DeleteProductRequest, GetProductRequest,
-    ListProductsRequest, Product, SearchProductsRequest,
+    ListProductsRequest, Product, SearchProductsRequest, UpdateProductRequest, WatchCatalogRequest,
+    WatchCatalogResponse,
 };
+use shopmesh_testkit::{TestIdentity, TestService};
 use sqlx::PgPool;
 use support::{
     Client, authorized, eventually, search, search_all, start_with, start_with_identity, token,
@@ -184,11 +186,12 @@ fn in_stock(query: &str) -> SearchProductsRequest {
     }
 }
 
-#[tokio::test]
-async fn the_stream_feeds_the_in_stock_filter_and_follows_the_catalog() {
+/// A fake inventory with the demo stock, and the service following it, once
+/// every demo SKU has its level.
+async fn stocked() -> (FakeInventory, TestService, Client, TestIdentity) {
     let inventory = FakeInventory::with_demo_stock();
     let url = inventory.start().await;
-    let (service, mut client, identity) =
+    let (service, client, identity) =
         start_with_identity(&[("INVENTORY_GRPC_URL", url.as_str())]).await;
     let db = service.db().clone();
     eventually(20, "every demo SKU has a level", || {
@@ -196,6 +199,13 @@ async fn the_stream_feeds_the_in_stock_filter_and_follows_the_catalog() {
         async move { levels_stored(&db).await == 1200 }
     })
     .await;
+    (inventory, service, client, identity)
+}
+
+#[tokio::test]
+async fn the_stream_feeds_the_in_stock_filter_and_follows_the_catalog() {
+    let (inventory, service, mut client, identity) = stocked().await;
+    let db = service.db().clone();
 
     // Streams of at most 100 SKUs that together cover the catalog, once each.
     let watches = inventory.watched();
@@ -305,16 +315,8 @@ async fn the_stream_feeds_the_in_stock_filter_and_follows_the_catalog() {
 
 #[tokio::test]
 async fn a_broken_stream_reconnects_and_catches_up_from_the_snapshot() {
-    let inventory = FakeInventory::with_demo_stock();
-    let url = inventory.start().await;
-    let (service, _client, _identity) =
-        start_with_identity(&[("INVENTORY_GRPC_URL", url.as_str())]).await;
+    let (inventory, service, _client, _identity) = stocked().await;
     let db = service.db().clone();
-    eventually(20, "every demo SKU has a level", || {
-        let db = db.clone();
-        async move { levels_stored(&db).await == 1200 }
-    })
-    .await;
     let watches = inventory.watched().len();
 
     // Changes made while the streams are down reach the catalog on reconnect.
@@ -401,16 +403,8 @@ async fn shown_availability(client: &mut Client, id: &str, name: &str) -> [i64; 
 
 #[tokio::test]
 async fn product_reads_show_current_availability_even_from_the_cache() {
-    let inventory = FakeInventory::with_demo_stock();
-    let url = inventory.start().await;
-    let (service, mut client, _identity) =
-        start_with_identity(&[("INVENTORY_GRPC_URL", url.as_str())]).await;
+    let (inventory, service, mut client, _identity) = stocked().await;
     let db = service.db().clone();
-    eventually(20, "every demo SKU has a level", || {
-        let db = db.clone();
-        async move { levels_stored(&db).await == 1200 }
-    })
-    .await;
     let catalog = shopmesh_demo::demo_catalog();
     let demo = catalog
         .products
@@ -467,5 +461,77 @@ async fn product_reads_show_current_availability_even_from_the_cache() {
     // A restart with inventory unreachable still shows the last known levels.
     let (service, mut client) = start_with(&[("DATABASE_URL", database_url.as_str())]).await;
     assert_eq!(shown_availability(&mut client, &id, &name).await, [11; 3]);
+    service.stop().await.unwrap();
+}
+
+/// Reads `stream` until a message names `id`, for at most 10 s.
+async fn until_named(stream: &mut tonic::Streaming<WatchCatalogResponse>, id: &str) {
+    let named = async {
+        loop {
+            let message = stream
+                .message()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
+            assert!(!message.reset, "no change was missed");
+            if message.product_ids.iter().any(|named| named == id) {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), named)
+        .await
+        .expect("a message names the product");
+}
+
+#[tokio::test]
+async fn watch_catalog_names_the_products_whose_reads_changed() {
+    let (inventory, service, mut client, identity) = stocked().await;
+    let db = service.db().clone();
+    let (id, sku): (uuid::Uuid, String) =
+        sqlx::query_as("SELECT id, sku FROM products ORDER BY sku LIMIT 1")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    let id = id.to_string();
+
+    let mut stream = client
+        .watch_catalog(WatchCatalogRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(first.reset && first.product_ids.is_empty(), "{first:?}");
+
+    // Its availability changes…
+    inventory.set(&sku, 1);
+    until_named(&mut stream, &id).await;
+    // …an admin changes it…
+    let admin = token(&identity, &["admin"]).await;
+    client
+        .update_product(authorized(
+            UpdateProductRequest {
+                product: Some(Product {
+                    id: id.clone(),
+                    name: "Renamed while watched".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["name".into()],
+                }),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap();
+    until_named(&mut stream, &id).await;
+    // …or a write bypasses the service: every one is named.
+    sqlx::query("UPDATE products SET version = version + 1 WHERE id = $1::uuid")
+        .bind(&id)
+        .execute(&db)
+        .await
+        .unwrap();
+    until_named(&mut stream, &id).await;
+    drop(stream);
     service.stop().await.unwrap();
 }

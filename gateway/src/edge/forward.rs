@@ -1,23 +1,34 @@
 //! The catch-all API route: a REST request checked (route, token, query, body),
 //! transcoded to a gRPC call on the owning service, and its answer (or error)
-//! turned back into JSON.
+//! turned back into JSON. Product pages go through the edge cache
+//! ([`super::cache`]) on the way.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{Method, StatusCode, header};
+use http::{HeaderValue, Method, StatusCode, header};
 
 use shopmesh_platform::auth::AuthError;
 use shopmesh_platform::errors::ErrorReason;
+use shopmesh_platform::metrics::cache_lookup;
 use shopmesh_platform::overload::LogThrottle;
 
+use super::cache::{EdgeCache, Page};
 use super::middleware::{labelled, request_id, traceparent};
 use super::streams::{resume_from_last_event_id, sse};
 use super::{AppState, RequestContext};
 use crate::problem::Problem;
 use crate::routes::{Access, Lookup, Route};
 use crate::transcode::{request_message, response_json};
+
+/// The RPC of `GET /v1/products/{id}`, whose pages the edge cache holds.
+const GET_PRODUCT: &str = "/shop.product.v1.ProductService/GetProduct";
+/// The `cache` label of the edge cache's hit and miss counters.
+const EDGE_CACHE_NAME: &str = "edge_product";
+/// Browsers and CDNs may keep a page but must revalidate it before each use:
+/// the edge knows when it changed, they do not. A match costs a 304.
+const PAGE_CACHE_CONTROL: &str = "public, max-age=0, must-revalidate";
 
 /// Every REST route of the contracts.
 pub(super) async fn api(State(state): State<Arc<AppState>>, request: Request) -> Response {
@@ -59,8 +70,83 @@ pub(super) async fn api(State(state): State<Arc<AppState>>, request: Request) ->
             .into_response();
         }
     };
-    let response = call(&state, route, bindings, request, &context).await;
+    let response = match state.edge_cache.as_deref() {
+        Some(cache) if route.grpc_path == GET_PRODUCT && request.uri().query().is_none() => {
+            product_page(&state, cache, route, bindings, request, &context).await
+        }
+        _ => call(&state, route, bindings, request, &context).await,
+    };
     labelled(response, route.template.as_str())
+}
+
+/// GetProduct through the edge cache (a PUBLIC route, so no token to check):
+/// a hit is answered from memory; a miss takes the normal path, and its 200
+/// is stored unless an invalidation came while it was read. Either way the
+/// page carries its ETag, and a matching `If-None-Match` is a 304.
+async fn product_page(
+    state: &AppState,
+    cache: &EdgeCache,
+    route: &Route,
+    bindings: Vec<(String, String)>,
+    request: Request,
+    context: &RequestContext,
+) -> Response {
+    let if_none_match: Vec<HeaderValue> = request
+        .headers()
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .cloned()
+        .collect();
+    let id = bindings
+        .iter()
+        .find(|(field, _)| field == "id")
+        .map(|(_, id)| id.clone())
+        .unwrap_or_default();
+    if let Some(page) = cache.get(&id) {
+        cache_lookup(EDGE_CACHE_NAME, true);
+        return page_response(&page, &if_none_match);
+    }
+    cache_lookup(EDGE_CACHE_NAME, false);
+    // Before the read: an invalidation of `id` from here on refuses the store.
+    let ticket = cache.ticket();
+    let response = call(state, route, bindings, request, context).await;
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let body = match axum::body::to_bytes(response.into_body(), usize::MAX).await {
+        Ok(body) => body,
+        Err(err) => {
+            let status = tonic::Status::internal(format!("cannot read the product page: {err}"));
+            return upstream_error(&status, route, &context.request_id);
+        }
+    };
+    let page = Page::new(body);
+    let response = page_response(&page, &if_none_match);
+    cache.store(ticket, &id, page);
+    response
+}
+
+/// A product page as JSON with its validators, or 304 Not Modified without a
+/// body when `if_none_match` names it.
+fn page_response(page: &Page, if_none_match: &[HeaderValue]) -> Response {
+    let mut response = if page.matches(if_none_match) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            page.body.clone(),
+        )
+            .into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(PAGE_CACHE_CONTROL),
+    );
+    if let Ok(etag) = HeaderValue::from_str(&page.etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    response
 }
 
 async fn call(

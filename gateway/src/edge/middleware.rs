@@ -135,7 +135,11 @@ pub(super) async fn edge_context(mut request: Request, next: Next) -> Response {
     let elapsed = start.elapsed();
     metrics::counter!("http_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status.to_string()).increment(1);
     metrics::histogram!("http_request_duration_seconds", "method" => method.to_string(), "route" => route).record(elapsed.as_secs_f64());
-    span.in_scope(|| tracing::info!(status, elapsed_ms = elapsed.as_millis() as u64, "request"));
+    // The access log, at debug (`RUST_LOG=gateway=debug`): the ingress in front
+    // keeps one already, and a line per request written to stdout cost a
+    // system call each, a tenth of the gateway's CPU at 8,000 requests/s.
+    // Every request is counted in the metrics above.
+    span.in_scope(|| tracing::debug!(status, elapsed_ms = elapsed.as_millis() as u64, "request"));
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }

@@ -1,6 +1,8 @@
 //! The axum side: the catch-all API handler, health, readiness, the OpenAPI
-//! document, and the request-id / trace / metrics middleware around them.
+//! document, the edge cache of product pages, and the request-id / trace /
+//! metrics middleware around them.
 
+pub mod cache;
 mod forward;
 mod health;
 mod middleware;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub verifier: Arc<TokenVerifier>,
     pub trusted_proxy_hops: usize,
     pub overload: OverloadSettings,
+    /// Product pages answered from memory (`GATEWAY_CACHE_MB`; `None`: off).
+    pub edge_cache: Option<Arc<cache::EdgeCache>>,
 }
 
 /// Per-request identifiers, set by [`middleware::edge_context`] before any handler runs.

@@ -5,7 +5,7 @@ mod seed;
 pub mod stock;
 mod writes;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -187,10 +187,13 @@ impl Store {
     }
 
     /// SKUs of every live product, for the stock subscription.
-    pub async fn live_skus(&self) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar("SELECT sku FROM products WHERE deleted_at IS NULL ORDER BY sku")
-            .fetch_all(&self.db)
-            .await
+    /// The SKU of every live product, and the product.
+    pub async fn live_products(&self) -> sqlx::Result<HashMap<String, Uuid>> {
+        let rows: Vec<(String, Uuid)> =
+            sqlx::query_as("SELECT sku, id FROM products WHERE deleted_at IS NULL")
+                .fetch_all(&self.db)
+                .await?;
+        Ok(rows.into_iter().collect())
     }
 
     pub async fn create(

@@ -1,6 +1,7 @@
-//! The catalog cache in Redis: single products and the first pages of listings
-//! and searches, each for `PRODUCT_CACHE_TTL_SECONDS`, never stale after an
-//! admin change.
+//! The shared tier of the catalog cache, in Redis: single products and the
+//! first pages of listings and searches, each for `PRODUCT_CACHE_TTL_SECONDS`,
+//! never stale after an admin change. Every replica reads it on a miss in its
+//! own memory ([`super::memory`]).
 //!
 //! * A product is cached at `<prefix>product:v1:<id>` as `<version>:P<prost
 //!   bytes of Product>`, or `<version>:D` once deleted. Every write to Redis goes
@@ -77,24 +78,29 @@ const GENERATION_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 pub use shopmesh_platform::redis::BoundedError as CacheError;
 
-/// What the cache knows about one product.
+/// What Redis holds for one product.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Cached {
-    Product(Box<Product>),
+pub enum Stored {
+    Product {
+        version: i64,
+        product: Box<Product>,
+    },
     /// Deleted: answer as not found without asking PostgreSQL.
-    Deleted,
+    Deleted {
+        version: i64,
+    },
     Miss,
 }
 
 /// Where a listing page is (or will be) cached.
 #[derive(Clone, Debug)]
-pub struct ListingSlot {
+pub struct RedisSlot {
     key: String,
 }
 
-/// The catalog cache, shared by every handler (cloning shares the connection).
+/// The Redis tier, shared by every replica (cloning shares the connection).
 #[derive(Clone)]
-pub struct ProductCache {
+pub struct RedisCache {
     redis: fred::prelude::Client,
     /// Keeps catalogs that share a Redis apart (by default the database name).
     prefix: String,
@@ -102,7 +108,7 @@ pub struct ProductCache {
     ttl: Option<Duration>,
 }
 
-impl ProductCache {
+impl RedisCache {
     pub fn new(redis: fred::prelude::Client, prefix: String, ttl: Option<Duration>) -> Self {
         Self { redis, prefix, ttl }
     }
@@ -120,9 +126,9 @@ impl ProductCache {
     }
 
     /// The cached state of each of `ids`, in order; all misses when Redis fails.
-    pub async fn products(&self, ids: &[Uuid]) -> Vec<Cached> {
+    pub async fn products(&self, ids: &[Uuid]) -> Vec<Stored> {
         if self.ttl.is_none() || ids.is_empty() {
-            return vec![Cached::Miss; ids.len()];
+            return vec![Stored::Miss; ids.len()];
         }
         let keys: Vec<String> = ids.iter().map(|id| self.product_key(*id)).collect();
         let found = match self
@@ -147,8 +153,8 @@ impl ProductCache {
                 .get(index)
                 .cloned()
                 .and_then(Value::into_bytes)
-                .map_or(Cached::Miss, |bytes| decode_entry(&bytes));
-            cache_lookup("product", state != Cached::Miss);
+                .map_or(Stored::Miss, |bytes| decode_entry(&bytes));
+            cache_lookup("product", state != Stored::Miss);
             states.push(state);
         }
         states
@@ -213,6 +219,15 @@ impl ProductCache {
         self.bump(self.stock_generation_key()).await.map(drop)
     }
 
+    /// Another replica's write (or writes that may have been missed): drops
+    /// listing pages cached before now.
+    pub async fn catalog_changed(&self) -> Result<(), CacheError> {
+        if self.ttl.is_none() {
+            return Ok(());
+        }
+        self.bump(self.generation_key()).await.map(drop)
+    }
+
     /// Looks up a first page of `kind` (e.g. `search`) for the query with
     /// `fingerprint`. `None` when caching is off or Redis fails; otherwise the
     /// slot to store the page in and the page if cached.
@@ -221,7 +236,7 @@ impl ProductCache {
         kind: &str,
         fingerprint: &str,
         stock_sensitive: bool,
-    ) -> Option<(ListingSlot, Option<Bytes>)> {
+    ) -> Option<(RedisSlot, Option<Bytes>)> {
         self.ttl?;
         let result = async {
             let mut keys = vec![self.generation_key()];
@@ -240,7 +255,7 @@ impl ProductCache {
                 generations.join(":")
             );
             let page: Option<Bytes> = self.bounded(READ_TIMEOUT, self.redis.get(&key)).await?;
-            Ok::<_, CacheError>((ListingSlot { key }, page))
+            Ok::<_, CacheError>((RedisSlot { key }, page))
         }
         .await;
         match result {
@@ -257,14 +272,14 @@ impl ProductCache {
     }
 
     /// Caches a page computed for `slot`.
-    pub async fn store_listing(&self, slot: &ListingSlot, page: Vec<u8>) {
+    pub async fn store_listing(&self, slot: &RedisSlot, page: Bytes) {
         let Some(ttl) = self.ttl else { return };
         let stored: Result<(), CacheError> = self
             .bounded(
                 READ_TIMEOUT,
                 self.redis.set(
                     slot.key.as_str(),
-                    Value::Bytes(page.into()),
+                    Value::Bytes(page),
                     Some(fred::prelude::Expiration::PX(millis(ttl))),
                     None,
                     false,
@@ -348,17 +363,26 @@ pub fn encode_entry(version: i64, product: Option<&Product>) -> Vec<u8> {
 
 /// The state an entry records; an entry that does not decode (written by
 /// another release, damaged) is a miss, and the next write replaces it.
-pub fn decode_entry(entry: &[u8]) -> Cached {
+pub fn decode_entry(entry: &[u8]) -> Stored {
     let Some(colon) = entry.iter().position(|b| *b == b':') else {
-        return Cached::Miss;
+        return Stored::Miss;
+    };
+    let Some(version) = std::str::from_utf8(&entry[..colon])
+        .ok()
+        .and_then(|version| version.parse().ok())
+    else {
+        return Stored::Miss;
     };
     match entry.get(colon + 1..) {
-        Some([b'D']) => Cached::Deleted,
+        Some([b'D']) => Stored::Deleted { version },
         Some([b'P', rest @ ..]) => match Product::decode(rest) {
-            Ok(product) if !product.id.is_empty() => Cached::Product(Box::new(product)),
-            _ => Cached::Miss,
+            Ok(product) if !product.id.is_empty() => Stored::Product {
+                version,
+                product: Box::new(product),
+            },
+            _ => Stored::Miss,
         },
-        _ => Cached::Miss,
+        _ => Stored::Miss,
     }
 }
 
@@ -405,16 +429,30 @@ mod tests {
         let p = product();
         assert_eq!(
             decode_entry(&encode_entry(7, Some(&p))),
-            Cached::Product(Box::new(p))
+            Stored::Product {
+                version: 7,
+                product: Box::new(p)
+            }
         );
-        assert_eq!(decode_entry(&encode_entry(8, None)), Cached::Deleted);
+        assert_eq!(
+            decode_entry(&encode_entry(8, None)),
+            Stored::Deleted { version: 8 }
+        );
         assert!(encode_entry(12, None).starts_with(b"12:"));
     }
 
     #[test]
     fn unreadable_entries_are_misses() {
-        for entry in [&b""[..], b"7", b"7:", b"7:X", b"7:P\xff\xff", b"7:Dx"] {
-            assert_eq!(decode_entry(entry), Cached::Miss, "{entry:?}");
+        for entry in [
+            &b""[..],
+            b"7",
+            b"7:",
+            b"7:X",
+            b"7:P\xff\xff",
+            b"7:Dx",
+            b"x:D",
+        ] {
+            assert_eq!(decode_entry(entry), Stored::Miss, "{entry:?}");
         }
     }
 
@@ -424,10 +462,10 @@ mod tests {
         let redis = fred::prelude::Builder::default_centralized()
             .build()
             .unwrap();
-        let cache = ProductCache::new(redis, "t:".into(), Some(Duration::from_secs(60)));
+        let cache = RedisCache::new(redis, "t:".into(), Some(Duration::from_secs(60)));
         let id = Uuid::now_v7();
         let started = std::time::Instant::now();
-        assert_eq!(cache.products(&[id]).await, [Cached::Miss]);
+        assert_eq!(cache.products(&[id]).await, [Stored::Miss]);
         assert!(cache.listing("search", "f", false).await.is_none());
         assert!(matches!(
             cache.store_if_newer(id, 1, None, WRITE_TIMEOUT).await,
@@ -436,14 +474,14 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(200));
     }
 
-    async fn connected(ttl: Duration) -> ProductCache {
+    async fn connected(ttl: Duration) -> RedisCache {
         let env = shopmesh_platform::settings::Env::from_pairs([(
             "REDIS_URL",
             shopmesh_testkit::redis_url(),
         )]);
         let settings = shopmesh_platform::settings::RedisSettings::from_env(&env).unwrap();
         let redis = shopmesh_platform::redis::connect(&settings).await.unwrap();
-        ProductCache::new(
+        RedisCache::new(
             redis,
             format!("test:{}:", Uuid::now_v7().simple()),
             Some(ttl),
@@ -469,20 +507,29 @@ mod tests {
         cache.fill(&[(1, named(id, "v1"))]).await;
         assert_eq!(
             cache.products(&[id]).await,
-            [Cached::Product(Box::new(named(id, "v2")))]
+            [Stored::Product {
+                version: 2,
+                product: Box::new(named(id, "v2"))
+            }]
         );
         cache.after_write(id, 3, None).await;
         cache.fill(&[(2, named(id, "v2"))]).await;
-        assert_eq!(cache.products(&[id]).await, [Cached::Deleted]);
+        assert_eq!(
+            cache.products(&[id]).await,
+            [Stored::Deleted { version: 3 }]
+        );
         // A fill of a product nobody has cached yet is stored.
         let other = Uuid::now_v7();
         cache.fill(&[(1, named(other, "first"))]).await;
         assert_eq!(
             cache.products(&[other, id, Uuid::now_v7()]).await,
             [
-                Cached::Product(Box::new(named(other, "first"))),
-                Cached::Deleted,
-                Cached::Miss
+                Stored::Product {
+                    version: 1,
+                    product: Box::new(named(other, "first"))
+                },
+                Stored::Deleted { version: 3 },
+                Stored::Miss
             ]
         );
     }
@@ -494,16 +541,22 @@ mod tests {
         assert_eq!(page, None);
         // The write commits and bumps the generation while the page is computed…
         cache.after_write(Uuid::now_v7(), 2, None).await;
-        cache.store_listing(&slot, b"stale page".to_vec()).await;
+        cache
+            .store_listing(&slot, Bytes::from_static(b"stale page"))
+            .await;
         // …so the stale page is stored where no reader looks.
         let (slot, page) = cache.listing("search", "q", false).await.unwrap();
         assert_eq!(page, None);
-        cache.store_listing(&slot, b"fresh page".to_vec()).await;
+        cache
+            .store_listing(&slot, Bytes::from_static(b"fresh page"))
+            .await;
         let (_, page) = cache.listing("search", "q", false).await.unwrap();
         assert_eq!(page.as_deref(), Some(&b"fresh page"[..]));
         // In-stock pages also turn over when stock flips, other pages do not.
         let (slot, _) = cache.listing("search", "q", true).await.unwrap();
-        cache.store_listing(&slot, b"in stock".to_vec()).await;
+        cache
+            .store_listing(&slot, Bytes::from_static(b"in stock"))
+            .await;
         cache.after_stock_change().await.unwrap();
         assert_eq!(cache.listing("search", "q", true).await.unwrap().1, None);
         assert!(
@@ -530,8 +583,8 @@ mod tests {
         let redis = fred::prelude::Builder::default_centralized()
             .build()
             .unwrap();
-        let cache = ProductCache::new(redis, String::new(), None);
-        assert_eq!(cache.products(&[Uuid::nil()]).await, [Cached::Miss]);
+        let cache = RedisCache::new(redis, String::new(), None);
+        assert_eq!(cache.products(&[Uuid::nil()]).await, [Stored::Miss]);
         assert!(cache.listing("list", "f", true).await.is_none());
         assert!(cache.after_stock_change().await.is_ok());
     }
