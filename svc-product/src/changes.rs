@@ -71,27 +71,28 @@ impl CatalogChanges {
     /// One WatchCatalog stream: a reset first, then the changes as they come.
     pub fn watch(&self) -> BoxStream<WatchCatalogResponse> {
         let subscription = self.feed.subscribe();
-        let reset = WatchCatalogResponse {
-            reset: true,
-            product_ids: Vec::new(),
-        };
         let changes = futures::stream::unfold(subscription, |mut subscription| async move {
             let message = match subscription.next().await {
                 Change::Changed(ids) => WatchCatalogResponse {
                     reset: false,
                     product_ids: ids.iter().map(Uuid::to_string).collect(),
                 },
-                Change::Resync => WatchCatalogResponse {
-                    reset: true,
-                    product_ids: Vec::new(),
-                },
+                Change::Resync => reset_message(),
                 Change::Closing => return None,
             };
             Some((Ok::<_, Status>(message), subscription))
         });
-        futures::stream::once(async { Ok(reset) })
+        futures::stream::once(async { Ok(reset_message()) })
             .chain(changes)
             .boxed()
+    }
+}
+
+/// The message that tells a client to drop everything it cached.
+fn reset_message() -> WatchCatalogResponse {
+    WatchCatalogResponse {
+        reset: true,
+        product_ids: Vec::new(),
     }
 }
 

@@ -11,62 +11,20 @@
 mod support;
 
 use fred::prelude::KeysInterface;
-use prost_types::FieldMask;
-use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::product::v1::{
-    BatchGetProductsRequest, DeleteProductRequest, GetProductRequest, Product,
-    SearchProductsRequest, UpdateProductRequest,
+    BatchGetProductsRequest, DeleteProductRequest, SearchProductsRequest,
 };
-use support::{Client, authorized, cache_count, search, start_with_identity, token};
+use support::{
+    authorized, cache_count, exact_match_product, get, price, search, set_price,
+    start_with_identity, token,
+};
 use tonic::Code;
-
-async fn get(client: &mut Client, id: &str) -> Result<Product, tonic::Status> {
-    client
-        .get_product(GetProductRequest { id: id.into() })
-        .await
-        .map(|r| r.into_inner().product.unwrap())
-}
-
-async fn set_price(client: &mut Client, admin: &str, id: &str, amount_minor: i64) -> Product {
-    client
-        .update_product(authorized(
-            UpdateProductRequest {
-                product: Some(Product {
-                    id: id.into(),
-                    price: Some(Money {
-                        currency_code: "USD".into(),
-                        amount_minor,
-                    }),
-                    ..Default::default()
-                }),
-                update_mask: Some(FieldMask {
-                    paths: vec!["price".into()],
-                }),
-            },
-            admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .product
-        .unwrap()
-}
-
-fn price(product: &Product) -> i64 {
-    product.price.as_ref().unwrap().amount_minor
-}
 
 #[tokio::test]
 async fn reads_are_cached_and_never_stale_after_an_admin_change() {
     let (service, mut client, identity) = start_with_identity(&[]).await;
     let admin = token(&identity, &["admin"]).await;
-    let (id, name): (uuid::Uuid, String) =
-        sqlx::query_as("SELECT id, name FROM products WHERE name = $1")
-            .bind(shopmesh_demo::EXACT_MATCH_NAME)
-            .fetch_one(service.db())
-            .await
-            .unwrap();
-    let id = id.to_string();
+    let (id, name) = exact_match_product(service.db()).await;
 
     // The first read misses both tiers and fills them; the next ones hit
     // memory and never reach Redis.

@@ -7,26 +7,14 @@
 
 mod support;
 
-use prost_types::FieldMask;
-use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
-use shopmesh_proto::shop::product::v1::{
-    DeleteProductRequest, GetProductRequest, Product, SearchProductsRequest, UpdateProductRequest,
-};
+use shopmesh_proto::shop::product::v1::{DeleteProductRequest, SearchProductsRequest};
 use shopmesh_testkit::{TestService, eventually};
-use support::{Client, NO_INVENTORY, authorized, search, start_with_identity, token};
+use support::{
+    Client, NO_INVENTORY, authorized, exact_match_product, get, price, search, set_price,
+    start_with_identity, token,
+};
 use tonic::Code;
-
-async fn get(client: &mut Client, id: &str) -> Result<Product, tonic::Status> {
-    client
-        .get_product(GetProductRequest { id: id.into() })
-        .await
-        .map(|r| r.into_inner().product.unwrap())
-}
-
-fn price(product: &Product) -> i64 {
-    product.price.as_ref().unwrap().amount_minor
-}
 
 /// Polls `client` until the product's price is `amount`, and its first search
 /// page (by `name`) shows that price too.
@@ -63,13 +51,7 @@ async fn a_write_through_one_replica_reaches_the_others_memory() {
     .expect("the second replica starts");
     let mut client_b = ProductServiceClient::new(b.channel().await.unwrap());
     let admin = token(&identity, &["admin"]).await;
-    let (id, name): (uuid::Uuid, String) =
-        sqlx::query_as("SELECT id, name FROM products WHERE name = $1")
-            .bind(shopmesh_demo::EXACT_MATCH_NAME)
-            .fetch_one(a.db())
-            .await
-            .unwrap();
-    let id = id.to_string();
+    let (id, name) = exact_match_product(a.db()).await;
 
     // Both replicas hold the product and its search page in memory.
     let original = get(&mut client_b, &id).await.unwrap();
@@ -78,28 +60,7 @@ async fn a_write_through_one_replica_reaches_the_others_memory() {
     until_priced(&client_b, &id, &name, amount).await;
 
     // An admin update through A: A serves it at once, B once it hears.
-    let updated = client_a
-        .update_product(authorized(
-            UpdateProductRequest {
-                product: Some(Product {
-                    id: id.clone(),
-                    price: Some(Money {
-                        currency_code: "USD".into(),
-                        amount_minor: amount + 100,
-                    }),
-                    ..Default::default()
-                }),
-                update_mask: Some(FieldMask {
-                    paths: vec!["price".into()],
-                }),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .product
-        .unwrap();
+    let updated = set_price(&mut client_a, &admin, &id, amount + 100).await;
     assert_eq!(get(&mut client_a, &id).await.unwrap(), updated);
     until_priced(&client_b, &id, &name, amount + 100).await;
     assert_eq!(get(&mut client_b, &id).await.unwrap(), updated);

@@ -186,8 +186,8 @@ impl Store {
             .collect())
     }
 
-    /// SKUs of every live product, for the stock subscription.
-    /// The SKU of every live product, and the product.
+    /// The SKU of every live product, and the product: what the stock
+    /// subscription follows, and how WatchCatalog names a SKU's product.
     pub async fn live_products(&self) -> sqlx::Result<HashMap<String, Uuid>> {
         let rows: Vec<(String, Uuid)> =
             sqlx::query_as("SELECT sku, id FROM products WHERE deleted_at IS NULL")

@@ -4,9 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+use shopmesh_proto::shop::common::v1::Money;
 use shopmesh_proto::shop::product::v1::product_service_client::ProductServiceClient;
 use shopmesh_proto::shop::product::v1::{
-    ListProductsRequest, Product, SearchProductsRequest, SearchProductsResponse,
+    GetProductRequest, ListProductsRequest, Product, SearchProductsRequest, SearchProductsResponse,
+    UpdateProductRequest,
 };
 use shopmesh_testkit::{TestIdentity, TestService};
 use tonic::transport::Channel;
@@ -183,4 +185,53 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("timed out waiting until {what}");
+}
+
+/// GetProduct of `id`.
+pub async fn get(client: &mut Client, id: &str) -> Result<Product, tonic::Status> {
+    client
+        .get_product(GetProductRequest { id: id.into() })
+        .await
+        .map(|r| r.into_inner().product.unwrap())
+}
+
+/// An admin update of the product's price alone; the product as updated.
+pub async fn set_price(client: &mut Client, admin: &str, id: &str, amount_minor: i64) -> Product {
+    client
+        .update_product(authorized(
+            UpdateProductRequest {
+                product: Some(Product {
+                    id: id.into(),
+                    price: Some(Money {
+                        currency_code: "USD".into(),
+                        amount_minor,
+                    }),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["price".into()],
+                }),
+            },
+            admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap()
+}
+
+pub fn price(product: &Product) -> i64 {
+    product.price.as_ref().unwrap().amount_minor
+}
+
+/// The id and name of the demo product whose name a search matches exactly.
+pub async fn exact_match_product(db: &sqlx::PgPool) -> (String, String) {
+    let (id, name): (uuid::Uuid, String) =
+        sqlx::query_as("SELECT id, name FROM products WHERE name = $1")
+            .bind(shopmesh_demo::EXACT_MATCH_NAME)
+            .fetch_one(db)
+            .await
+            .unwrap();
+    (id.to_string(), name)
 }
